@@ -1,0 +1,146 @@
+"""Pre-norm transformer blocks shared by the RLA autoencoder and the world models.
+
+Shapes: B batch, T tokens in the stream, S tokens in the context (cross-attention), W width, C conditioning dims.
+Conditioning (adaLN / FiLM): a vector c (B, C) gives per-block shift/scale/gate for each sub-layer; the modulation
+layer is zero-initialised so a conditioned block starts as the plain block with its residual branches gated to zero.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sin-cos embedding of float positions (P,) -> (P, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / max(half, 1))
+    angles = positions.float()[:, None] * freqs[None]  # (P, half)
+    emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def sincos_pos_embed(num_tokens: int, dim: int) -> torch.Tensor:
+    """Fixed position embedding (num_tokens, dim): 2-D over a square patch grid, else 1-D."""
+    side = int(round(math.sqrt(num_tokens)))
+    if side * side == num_tokens and dim >= 4:
+        ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        return torch.cat([sincos_1d(ys.flatten(), dim // 2), sincos_1d(xs.flatten(), dim - dim // 2)], dim=-1)
+    return sincos_1d(torch.arange(num_tokens), dim)
+
+
+class PositionEmbedding(nn.Module):
+    """Adds a position embedding over T tokens: fixed sin-cos plus (optionally) a learned table (init 0)."""
+
+    def __init__(self, num_tokens: int, width: int, learned: bool = True):
+        super().__init__()
+        self.register_buffer("fixed", sincos_pos_embed(num_tokens, width), persistent=False)
+        self.learned = nn.Parameter(torch.zeros(num_tokens, width)) if learned else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, W) -> (B, T, W)
+        pos = self.fixed if self.learned is None else self.fixed + self.learned
+        return x + pos.to(x.dtype)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Flow time t in [0, 1] (B,) -> (B, dim) sin-cos features (t scaled by 1000 like diffusion models)."""
+    return sincos_1d(t * 1000.0, dim).to(t.device)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; self-attention when ``context`` is None, else cross-attention to it."""
+
+    def __init__(self, width: int, heads: int, context_width: int | None = None):
+        super().__init__()
+        assert width % heads == 0, f"width {width} not divisible by heads {heads}"
+        self.heads = heads
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(context_width or width, 2 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, W = x.shape
+        ctx = x if context is None else context  # (B, S, Wc)
+        q = self.q(x).view(B, T, self.heads, W // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = self.kv(ctx).view(B, ctx.shape[1], 2, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # (B, nh, S, hs)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, W))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int, mlp_ratio: float = 4.0, out: int | None = None):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, out or width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """FiLM: x (B, T, W), shift/scale (B, W) -> x * (1 + scale) + shift."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Block(nn.Module):
+    """Pre-norm block: [self-attention] -> [cross-attention to context] -> MLP, each with a residual.
+
+    ``cross=True`` adds the cross-attention sub-layer (context (B, S, context_width) must then be given).
+    ``cond_dim`` enables adaLN: every sub-layer's LayerNorm output is shifted/scaled and its branch gated by c.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        cross: bool = False,
+        context_width: int | None = None,
+        cond_dim: int | None = None,
+    ):
+        super().__init__()
+        self.cond = cond_dim is not None
+        affine = not self.cond  # adaLN supplies its own scale/shift
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=affine)
+        self.attn = Attention(width, heads)
+        self.cross = cross
+        if cross:
+            self.norm_x = nn.LayerNorm(width, elementwise_affine=affine)
+            self.norm_ctx = nn.LayerNorm(context_width or width)
+            self.cross_attn = Attention(width, heads, context_width=context_width or width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=affine)
+        self.mlp = MLP(width, mlp_ratio)
+        self.n_sub = 3 if cross else 2
+        if self.cond:
+            self.ada = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 3 * self.n_sub * width))
+            nn.init.zeros_(self.ada[1].weight)
+            nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, c: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, W), context (B, S, Wc) | None, c (B, C) | None -> (B, T, W)."""
+        if self.cond:
+            mods = self.ada(c).chunk(3 * self.n_sub, dim=-1)  # each (B, W)
+        else:
+            mods = None
+
+        def sub(i: int, norm: nn.LayerNorm, fn, h: torch.Tensor) -> torch.Tensor:
+            y = norm(h)
+            if mods is None:
+                return h + fn(y)
+            shift, scale, gate = mods[3 * i : 3 * i + 3]
+            # gate starts at 1 (zero-init + 1) so an untrained conditioned block behaves like an unconditioned one
+            return h + (1 + gate[:, None]) * fn(modulate(y, shift, scale))
+
+        x = sub(0, self.norm1, self.attn, x)
+        i = 1
+        if self.cross:
+            ctx = self.norm_ctx(context)
+            x = sub(i, self.norm_x, lambda y: self.cross_attn(y, ctx), x)
+            i += 1
+        x = sub(i, self.norm2, self.mlp, x)
+        return x

@@ -1,0 +1,19 @@
+"""Project pipelines: every folder under ``pipelines/`` plus ``wmrl``, the whole chain (the default)."""
+from __future__ import annotations
+
+from kedro.framework.project import find_pipelines
+from kedro.pipeline import Pipeline
+
+# Order of the chain from raw videos to success-rate tables. Pipelines that do not exist yet are skipped.
+WMRL_CHAIN = ("ingestion", "features", "rla", "world_model", "actionless_bc", "rl", "evaluation")
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    pipelines = find_pipelines(raise_errors=True)
+    wmrl = Pipeline([])
+    for name in WMRL_CHAIN:
+        if name in pipelines:
+            wmrl += pipelines[name]
+    pipelines["wmrl"] = wmrl
+    pipelines["__default__"] = wmrl
+    return pipelines

@@ -1,0 +1,18 @@
+"""Kedro project settings: config loader, hooks."""
+import os
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+from kedro.config import OmegaConfigLoader  # noqa: E402
+
+from rla_pipeline.hooks import MlflowRunHook  # noqa: E402
+
+HOOKS = (MlflowRunHook(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # `--params rla.max_steps=10` changes one key, not the whole `rla` block; envs overlay base key by key.
+    "merge_strategy": {"parameters": "soft"},
+}
