@@ -1,0 +1,312 @@
+"""World models over DINO tokens: RLA-WM (flow on the residual latent action z + frozen RLA decoder) and two baselines.
+
+Every model here implements
+    predict_next(s_t (B,N,D), actions (B,H,A), action_mask (B,H), generator=None) -> s_{t+h} (B,N,D)   raw tokens
+    rollout(s_0 (B,N,D), action_chunks [(B,H,A)], masks [(B,H)], generator=None) -> [(B,N,D)] one per chunk
+    forward(s_t, actions, action_mask, s_th) -> (training loss, metrics)   (through forward so DDP syncs gradients)
+    loss(batch) -> (loss, metrics); ``world_model_loss(model, batch)`` is the trainer's loss_fn.
+
+- ``RLAWorldModel``: action token = MLP (to 64) per action step then a GRU (to width) over the masked chunk;
+  a conditioning transformer over s_t tokens, adaLN-modulated by the action token; a flow transformer (cross-attention
+  from the K z-tokens to the conditioning tokens, adaLN by flow time + action token) predicts the velocity on z / z_scale;
+  Euler sampling then s_{t+h} = f_dec(s_t, z) with the FROZEN RLA decoder.
+  Saving: the frozen RLA is a submodule (``requires_grad=False``, always in eval mode) whose weights are part of the
+  world model's state_dict and whose config is nested in ``WorldModelConfig.rla``. The saved file is therefore
+  self-contained and immutable: it records exactly the decoder it was trained with (a snapshot, never trained further).
+- ``DeterministicWorldModel``: DINO-WM style ViT predictor: [s_t token ; action embedding] concatenated per patch,
+  self-attention blocks, s_{t+h} predicted directly with an MSE loss.
+- ``AbsoluteFlowWorldModel``: the same conditioning transformer and action token as RLA-WM, but flow matching on the
+  absolute (normalised) next-state tokens (B, N, D) instead of on z.
+Tokens are normalised with per-dim mean/std buffers, actions with per-dim mean/std buffers (dataset stats).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from rla_pipeline.models.blocks import MLP, Block, PositionEmbedding, timestep_embedding
+from rla_pipeline.models.flow import SIGMA_MIN, euler_sample, interpolate, sample_time
+from rla_pipeline.models.registry import register_model
+from rla_pipeline.models.rla import RLAConfig, ResidualLatentActionAutoencoder
+from rla_pipeline.utils.config import from_dict
+
+
+@dataclass
+class WorldModelConfig:
+    """Shape of a world model (shared by RLA-WM and both baselines; each reads the fields it needs).
+
+    Paper RLA-WM: width 1024, cond_depth 8, flow_depth 8, 16 heads, z_scale 10, 30 Euler steps, h in [2, 15].
+    """
+
+    num_tokens: int = 16  # N
+    token_dim: int = 384  # D
+    action_dim: int = 4  # A (per action step)
+    max_actions: int = 15  # H: longest action chunk (h_max of the sample dataset)
+    width: int = 128
+    cond_depth: int = 2  # conditioning transformer blocks (RLA-WM, absolute flow)
+    flow_depth: int = 2  # flow transformer blocks (RLA-WM, absolute flow)
+    depth: int = 4  # predictor blocks (deterministic baseline)
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    action_embed_dim: int = 64  # per-step action MLP output
+    z_scale: float = 10.0  # RLA-WM: flow runs on z / z_scale
+    sample_steps: int = 30  # Euler steps at inference
+    predict_residual: bool = False  # deterministic baseline: predict s_t + delta instead of s_{t+h} (DINO-WM: False)
+    rla: RLAConfig = field(default_factory=RLAConfig)  # RLA-WM only: the frozen autoencoder's shape
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "WorldModelConfig":
+        return from_dict(cls, d, where="WorldModelConfig")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rla, dict):
+            self.rla = RLAConfig.from_dict(self.rla)
+        for name in ("num_tokens", "token_dim", "action_dim", "max_actions", "width", "heads", "sample_steps"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"WorldModelConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise ValueError(f"WorldModelConfig.width {self.width} must be divisible by heads {self.heads}")
+        if self.z_scale <= 0:
+            raise ValueError("WorldModelConfig.z_scale must be > 0")
+
+
+class ActionEncoder(nn.Module):
+    """Action chunk (B, H, A) + mask (B, H) -> action token (B, W).
+
+    MLP per step (to ``embed``), then a GRU over the chunk; the token is the GRU state at the last valid step, so
+    padded steps after it cannot change it. An all-padded chunk gives a zero token.
+    (The paper has one MLP per robot; one robot/action space per model here.)
+    """
+
+    def __init__(self, action_dim: int, embed: int, width: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(action_dim, embed), nn.GELU(), nn.Linear(embed, embed))
+        self.gru = nn.GRU(embed, width, batch_first=True)
+
+    def forward(self, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, H, _ = actions.shape
+        m = mask.to(actions.dtype)[..., None]  # (B, H, 1)
+        x = self.mlp(actions) * m  # (B, H, E)
+        out, _ = self.gru(x)  # (B, H, W)
+        steps = torch.arange(1, H + 1, device=mask.device)
+        last = (mask.long() * steps).max(dim=1).values  # (B,) 1-based index of the last valid step, 0 if none
+        token = out[torch.arange(B, device=out.device), (last - 1).clamp_min(0)]  # (B, W)
+        return token * (last > 0).to(token.dtype)[:, None]
+
+
+class ConditioningTransformer(nn.Module):
+    """Normalised s_t tokens (B, N, D) modulated by the action token (B, W) -> conditioning tokens (B, N, W)."""
+
+    def __init__(self, c: WorldModelConfig):
+        super().__init__()
+        self.inp = nn.Linear(c.token_dim, c.width)
+        self.pos = PositionEmbedding(c.num_tokens, c.width)
+        self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio, cond_dim=c.width) for _ in range(c.cond_depth))
+        self.norm = nn.LayerNorm(c.width)
+
+    def forward(self, s_t_n: torch.Tensor, action_token: torch.Tensor) -> torch.Tensor:
+        x = self.pos(self.inp(s_t_n))  # (B, N, W)
+        for blk in self.blocks:
+            x = blk(x, c=action_token)
+        return self.norm(x)
+
+
+class FlowTransformer(nn.Module):
+    """Velocity on x_t (B, T, Din) at flow time t (B,), cross-attending to conditioning tokens (B, N, W)."""
+
+    def __init__(self, c: WorldModelConfig, num_tokens: int, in_dim: int):
+        super().__init__()
+        W = c.width
+        self.inp = nn.Linear(in_dim, W)
+        self.pos = PositionEmbedding(num_tokens, W)
+        self.time_mlp = nn.Sequential(nn.Linear(W, W), nn.SiLU(), nn.Linear(W, W))
+        self.blocks = nn.ModuleList(
+            Block(W, c.heads, c.mlp_ratio, cross=True, context_width=W, cond_dim=W) for _ in range(c.flow_depth)
+        )
+        self.norm = nn.LayerNorm(W)
+        self.out = nn.Linear(W, in_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, action_token: torch.Tensor) -> torch.Tensor:
+        c = self.time_mlp(timestep_embedding(t, self.inp.out_features)) + action_token  # (B, W)
+        x = self.pos(self.inp(x_t))  # (B, T, W)
+        for blk in self.blocks:
+            x = blk(x, context=cond, c=c)
+        return self.out(self.norm(x))  # (B, T, Din)
+
+
+class _WorldModelBase(nn.Module):
+    """Shared: normalisation buffers, action token, rollout, loss plumbing."""
+
+    config_class = WorldModelConfig
+
+    def __init__(self, config: WorldModelConfig):
+        super().__init__()
+        if isinstance(config, dict):
+            config = WorldModelConfig.from_dict(config)
+        self.config = c = config
+        self.register_buffer("token_mean", torch.zeros(c.token_dim))
+        self.register_buffer("token_std", torch.ones(c.token_dim))
+        self.register_buffer("action_mean", torch.zeros(c.action_dim))
+        self.register_buffer("action_std", torch.ones(c.action_dim))
+        self.action_encoder = ActionEncoder(c.action_dim, c.action_embed_dim, c.width)
+
+    @torch.no_grad()
+    def set_stats(self, token_mean=None, token_std=None, action_mean=None, action_std=None) -> None:
+        """Dataset statistics: tokens (D,), actions (A,)."""
+        for name, v in (("token_mean", token_mean), ("token_std", token_std),
+                        ("action_mean", action_mean), ("action_std", action_std)):
+            if v is not None:
+                v = torch.as_tensor(v, dtype=torch.float32)
+                getattr(self, name).copy_(v.clamp_min(1e-6) if name.endswith("std") else v)
+
+    def normalise(self, s: torch.Tensor) -> torch.Tensor:
+        return (s - self.token_mean) / self.token_std
+
+    def denormalise(self, s: torch.Tensor) -> torch.Tensor:
+        return s * self.token_std + self.token_mean
+
+    def action_token(self, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        a = (actions.float() - self.action_mean) / self.action_std  # (B, H, A)
+        return self.action_encoder(a * mask[..., None].to(a.dtype), mask.bool())  # (B, W)
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        return self(batch["s_t"].float(), batch["actions"].float(), batch["action_mask"], batch["s_th"].float())
+
+    @torch.no_grad()
+    def rollout(self, s_0: torch.Tensor, action_chunks: list[torch.Tensor], masks: list[torch.Tensor],
+                generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Autoregressive chunk by chunk: each prediction is the next chunk's s_t -> list of (B, N, D)."""
+        s, out = s_0, []
+        for a, m in zip(action_chunks, masks):
+            s = self.predict_next(s, a, m, generator=generator)
+            out.append(s)
+        return out
+
+    def _noise(self, shape, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        if generator is None:
+            return torch.randn(shape, device=like.device, dtype=like.dtype)
+        return torch.randn(shape, generator=generator, device=generator.device).to(like.device, like.dtype)
+
+
+@register_model
+class RLAWorldModel(_WorldModelBase):
+    """Flow matching on the residual latent action z, decoded by the frozen RLA decoder."""
+
+    def __init__(self, config: WorldModelConfig, rla: ResidualLatentActionAutoencoder | None = None):
+        super().__init__(config)
+        c = self.config
+        if rla is not None:
+            c.rla = rla.config
+        self.rla = ResidualLatentActionAutoencoder(c.rla)
+        if rla is not None:
+            self.rla.load_state_dict(rla.state_dict())
+            self.set_stats(token_mean=rla.token_mean, token_std=rla.token_std)
+        self.rla.requires_grad_(False)
+        self.rla.eval()
+        self.cond = ConditioningTransformer(c)
+        self.flow = FlowTransformer(c, c.rla.latent_tokens, c.rla.latent_dim)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.rla.eval()  # frozen: never in training mode
+        return self
+
+    def forward(self, s_t, actions, action_mask, s_th):
+        """Flow-matching loss on z / z_scale with z = RLA encoder(s_t, s_{t+h}) (no gradient into the RLA)."""
+        with torch.no_grad():
+            x0 = self.rla.encode(s_t, s_th) / self.config.z_scale  # (B, K, d)
+        a = self.action_token(actions, action_mask)  # (B, W)
+        cond = self.cond(self.normalise(s_t), a)  # (B, N, W)
+        t = sample_time(x0.shape[0], device=x0.device)
+        x_t, target = interpolate(x0, torch.randn_like(x0), t, SIGMA_MIN)
+        loss = F.mse_loss(self.flow(x_t, t, cond, a), target)
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def sample_z(self, s_t, actions, action_mask, generator=None, steps: int | None = None) -> torch.Tensor:
+        """-> z (B, K, d) on the RLA's scale."""
+        a = self.action_token(actions, action_mask)
+        cond = self.cond(self.normalise(s_t), a)
+        K, d = self.config.rla.latent_tokens, self.config.rla.latent_dim
+        noise = self._noise((s_t.shape[0], K, d), s_t, generator)
+        x = euler_sample(lambda x, t: self.flow(x, t, cond, a), noise, steps or self.config.sample_steps)
+        return x * self.config.z_scale
+
+    @torch.no_grad()
+    def predict_next(self, s_t, actions, action_mask, generator=None):
+        return self.rla.decode(s_t, self.sample_z(s_t, actions, action_mask, generator))
+
+
+@register_model
+class DeterministicWorldModel(_WorldModelBase):
+    """DINO-WM style: action embedding concatenated to every patch token, ViT predictor, MSE on s_{t+h}."""
+
+    def __init__(self, config: WorldModelConfig):
+        super().__init__(config)
+        c = self.config
+        self.inp = nn.Linear(c.token_dim + c.width, c.width)
+        self.pos = PositionEmbedding(c.num_tokens, c.width)
+        self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio) for _ in range(c.depth))
+        self.norm = nn.LayerNorm(c.width)
+        self.out = nn.Linear(c.width, c.token_dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _predict_normalised(self, s_t, actions, action_mask):
+        s_n = self.normalise(s_t)  # (B, N, D)
+        a = self.action_token(actions, action_mask)  # (B, W)
+        x = torch.cat([s_n, a[:, None].expand(-1, s_n.shape[1], -1)], dim=-1)  # (B, N, D+W)
+        x = self.pos(self.inp(x))
+        for blk in self.blocks:
+            x = blk(x)
+        out = self.out(self.norm(x))  # (B, N, D)
+        return s_n + out if self.config.predict_residual else out
+
+    def forward(self, s_t, actions, action_mask, s_th):
+        loss = F.mse_loss(self._predict_normalised(s_t, actions, action_mask), self.normalise(s_th))
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def predict_next(self, s_t, actions, action_mask, generator=None):
+        return self.denormalise(self._predict_normalised(s_t, actions, action_mask))
+
+
+@register_model
+class AbsoluteFlowWorldModel(_WorldModelBase):
+    """Flow matching on the absolute next-state tokens (normalised, (B, N, D)) with RLA-WM's conditioning."""
+
+    def __init__(self, config: WorldModelConfig):
+        super().__init__(config)
+        c = self.config
+        self.cond = ConditioningTransformer(c)
+        self.flow = FlowTransformer(c, c.num_tokens, c.token_dim)
+
+    def forward(self, s_t, actions, action_mask, s_th):
+        x0 = self.normalise(s_th)  # (B, N, D)
+        a = self.action_token(actions, action_mask)
+        cond = self.cond(self.normalise(s_t), a)
+        t = sample_time(x0.shape[0], device=x0.device)
+        x_t, target = interpolate(x0, torch.randn_like(x0), t, SIGMA_MIN)
+        loss = F.mse_loss(self.flow(x_t, t, cond, a), target)
+        return loss, {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def predict_next(self, s_t, actions, action_mask, generator=None):
+        a = self.action_token(actions, action_mask)
+        cond = self.cond(self.normalise(s_t), a)
+        noise = self._noise(s_t.shape, s_t, generator)
+        x = euler_sample(lambda x, t: self.flow(x, t, cond, a), noise, self.config.sample_steps)
+        return self.denormalise(x)
+
+
+WORLD_MODELS = {"rla_wm": RLAWorldModel, "deterministic": DeterministicWorldModel, "absolute_flow": AbsoluteFlowWorldModel}
+
+
+def world_model_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """Trainer loss_fn for every world model (goes through forward, so DDP-safe)."""
+    return model(batch["s_t"].float(), batch["actions"].float(), batch["action_mask"], batch["s_th"].float())

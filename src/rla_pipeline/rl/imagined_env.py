@@ -1,0 +1,230 @@
+"""A batched, gymnasium-style vector env that lives inside a world model (no simulator, no task code).
+
+State: DINO tokens s (B, N, D). One env step executes one action chunk a (B, H, A):
+``s' = world_model.predict_next(s, a, mask)``. Reward is the negative mean absolute difference (token L1) between
+s' and a reference frame: the demo's last frame (mode "goal") or the demo frame at the same time step (mode
+"corresponding": after k chunks, frame k * H of the demo the env was started from). Success: L1 < threshold.
+
+Episodes start from dataset start states (the first frame of a demo) and end on success (``terminated``, when
+``terminate_on_success``) or after ``max_chunks`` chunks (``truncated``). Finished envs reset in the same call
+("same-step" autoreset, like gymnasium 0.29's vector envs): the returned observation is already the new episode's
+first one; the last observation of the finished episode is in ``info["final_obs"]``.
+
+The paper's success threshold (0.032) is in the units of its DINOv3 ViT-L tokens. Our tokens differ (model, size,
+random weights in tests), so :func:`calibrate_success_threshold` derives a default from the data instead: a quantile
+of the token L1 between each demo's frame one chunk before its end and its final frame — "within one chunk of the
+goal, as a demo is" counts as success.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from rla_pipeline.utils.config import from_dict
+
+REWARD_MODES = ("goal", "corresponding")
+
+
+@dataclass
+class ImaginedEnvConfig:
+    """Imagined env settings (the paper: 64 envs, chunk 8, reward "goal" or "corresponding", threshold 0.032)."""
+
+    num_envs: int = 64  # B: imagined envs stepped together in one world-model call
+    reward_mode: str = "goal"  # "goal" | "corresponding"
+    max_chunks: int = 8  # episode length in action chunks (chunk length H comes from the actions)
+    success_threshold: float = 0.0  # token L1 below which an imagined state counts as success; must be > 0
+    reward_scale: float = 1.0  # reward = -reward_scale * L1 (+ success_bonus on success)
+    success_bonus: float = 0.0
+    terminate_on_success: bool = True
+    action_low: float = -1.0  # actions are clipped to [action_low, action_high] before the world model
+    action_high: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "ImaginedEnvConfig":
+        return from_dict(cls, d, where="ImaginedEnvConfig")
+
+    def __post_init__(self) -> None:
+        if self.reward_mode not in REWARD_MODES:
+            raise ValueError(f"ImaginedEnvConfig.reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
+        if self.num_envs <= 0 or self.max_chunks <= 0:
+            raise ValueError("ImaginedEnvConfig: num_envs and max_chunks must be > 0")
+        if self.success_threshold <= 0:
+            raise ValueError("ImaginedEnvConfig.success_threshold must be > 0 (calibrate it with "
+                             "calibrate_success_threshold)")
+        if self.action_high <= self.action_low:
+            raise ValueError("ImaginedEnvConfig: action_high must be > action_low")
+
+
+def token_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference per sample: (B,N,D), (B,N,D) -> (B,)."""
+    return (a.float() - b.float()).abs().flatten(1).mean(dim=1)
+
+
+@dataclass
+class StartStates:
+    """Where imagined episodes begin and what they are scored against.
+
+    tokens (M,N,D): first frame of each demo. goals (M,N,D): its last frame. corresponding (M,L,N,D): the demo frame
+    after k+1 chunks at index k (clamped to the last frame). task (M,) long: task index of each demo.
+    """
+
+    tokens: torch.Tensor
+    goals: torch.Tensor
+    corresponding: torch.Tensor
+    task: torch.Tensor
+    episode_ids: list[str]
+
+
+def build_start_states(token_seqs: Sequence[np.ndarray | torch.Tensor], chunk: int, max_chunks: int,
+                       task_index: Sequence[int] | None = None, episode_ids: Sequence[str] | None = None) -> StartStates:
+    """Demo token sequences, each (T_i, N, D) -> :class:`StartStates` for chunk length ``chunk`` (frames per chunk)."""
+    if not token_seqs:
+        raise ValueError("build_start_states needs at least one demo token sequence")
+    starts, goals, corr = [], [], []
+    for seq in token_seqs:
+        seq = torch.as_tensor(np.asarray(seq), dtype=torch.float32)
+        T = seq.shape[0]
+        starts.append(seq[0])
+        goals.append(seq[T - 1])
+        idx = torch.clamp(torch.arange(1, max_chunks + 1) * chunk, max=T - 1)
+        corr.append(seq[idx])  # (L, N, D)
+    M = len(token_seqs)
+    return StartStates(
+        tokens=torch.stack(starts), goals=torch.stack(goals), corresponding=torch.stack(corr),
+        task=torch.as_tensor(list(task_index) if task_index is not None else [0] * M, dtype=torch.long),
+        episode_ids=list(episode_ids) if episode_ids is not None else [str(i) for i in range(M)],
+    )
+
+
+def calibrate_success_threshold(token_seqs: Sequence[np.ndarray | torch.Tensor], chunk: int,
+                                quantile: float = 0.5) -> float:
+    """Quantile over demos of L1(s_{T-1-chunk}, s_{T-1}): how close "one chunk before the goal" is, in token units."""
+    d = []
+    for seq in token_seqs:
+        seq = torch.as_tensor(np.asarray(seq), dtype=torch.float32)
+        T = seq.shape[0]
+        d.append(float(token_l1(seq[max(0, T - 1 - chunk)][None], seq[T - 1][None])[0]))
+    thr = float(np.quantile(np.asarray(d), quantile))
+    if thr <= 0:  # static demos (identical frames): fall back to a tiny positive threshold
+        thr = 1e-6
+    return thr
+
+
+class ImaginedVectorEnv:
+    """B imagined envs stepped in one batched world-model call (see the module docstring).
+
+    world_model: anything with ``predict_next(s_t (B,N,D), actions (B,H,A), action_mask (B,H), generator=None)``.
+    start_states: :class:`StartStates` (or a (M,N,D) tensor, then ``goals`` is required: (M,N,D) for "goal",
+    (M,L,N,D) for "corresponding").
+    Observations: dict ``{"tokens": (B,N,D) float32, "task": (B,) long}``.
+    """
+
+    def __init__(self, world_model, start_states: StartStates | torch.Tensor, goals: torch.Tensor | None = None,
+                 cfg: ImaginedEnvConfig | None = None, task_index: torch.Tensor | None = None,
+                 device: torch.device | str = "cpu"):
+        if cfg is None:
+            raise ValueError("ImaginedVectorEnv needs an ImaginedEnvConfig (with a calibrated success_threshold)")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.world_model = world_model
+        if isinstance(start_states, StartStates):
+            starts = start_states.tokens
+            goals = start_states.goals if cfg.reward_mode == "goal" else start_states.corresponding
+            task_index = start_states.task
+        else:
+            starts = start_states
+            if goals is None:
+                raise ValueError("ImaginedVectorEnv: pass goals with a plain start-state tensor")
+        want = 3 if cfg.reward_mode == "goal" else 4
+        if goals.dim() != want or goals.shape[0] != starts.shape[0] or goals.shape[-2:] != starts.shape[-2:]:
+            raise ValueError(f"goals for mode {cfg.reward_mode!r} must be ({'M,N,D' if want == 3 else 'M,L,N,D'}) "
+                             f"matching start states {tuple(starts.shape)}; got {tuple(goals.shape)}")
+        self.starts = starts.float().to(self.device)  # (M, N, D)
+        self.goals = goals.float().to(self.device)  # (M, N, D) | (M, L, N, D)
+        M = starts.shape[0]
+        self.task_of_start = (task_index if task_index is not None else torch.zeros(M, dtype=torch.long)).to(self.device)
+        self.num_envs = cfg.num_envs
+        self.num_tokens, self.token_dim = starts.shape[1], starts.shape[2]
+        self._gen = torch.Generator(device="cpu")
+        self._noise_gen: torch.Generator | None = None
+        self.start_idx = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self.k = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # chunks done this episode
+        self.state: torch.Tensor | None = None
+
+    # --- helpers -----------------------------------------------------------------------------------------------
+    def _obs(self) -> dict[str, torch.Tensor]:
+        return {"tokens": self.state, "task": self.task_of_start[self.start_idx]}
+
+    def _sample_starts(self, n: int) -> torch.Tensor:
+        return torch.randint(0, self.starts.shape[0], (n,), generator=self._gen).to(self.device)
+
+    def _reference(self) -> torch.Tensor:
+        """Reference frame for the current step count (after the step's k += 1): (B, N, D)."""
+        if self.cfg.reward_mode == "goal":
+            return self.goals[self.start_idx]
+        L = self.goals.shape[1]
+        return self.goals[self.start_idx, torch.clamp(self.k - 1, 0, L - 1)]
+
+    # --- gymnasium-style API -----------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Start every env from a random dataset start state. Returns (obs, info)."""
+        if seed is not None:
+            self._gen.manual_seed(int(seed))
+            self._noise_gen = torch.Generator(device=self.device)
+            self._noise_gen.manual_seed(int(seed) + 1)
+        self.start_idx = self._sample_starts(self.num_envs)
+        self.k.zero_()
+        self.state = self.starts[self.start_idx].clone()
+        return self._obs(), {"start_index": self.start_idx.clone()}
+
+    @torch.no_grad()
+    def step(self, action_chunks: torch.Tensor):
+        """action_chunks (B,H,A) -> (obs, reward (B,), terminated (B,), truncated (B,), info).
+
+        info: ``distance`` (B,) token L1 to the reference, ``success`` (B,) bool, ``final_obs`` (B,N,D) the state
+        reached this step before any autoreset, ``episode_return``/``episode_length`` are not tracked here (PPO does).
+        """
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        a = torch.as_tensor(action_chunks, dtype=torch.float32, device=self.device)
+        if a.dim() != 3 or a.shape[0] != self.num_envs:
+            raise ValueError(f"action_chunks must be (B={self.num_envs}, H, A), got {tuple(a.shape)}")
+        a = a.clamp(self.cfg.action_low, self.cfg.action_high)
+        mask = torch.ones(a.shape[:2], dtype=torch.bool, device=self.device)
+        nxt = self.world_model.predict_next(self.state, a, mask, generator=self._noise_gen).float()  # (B, N, D)
+        self.k += 1
+        dist = token_l1(nxt, self._reference())
+        success = dist < self.cfg.success_threshold
+        reward = -self.cfg.reward_scale * dist + self.cfg.success_bonus * success.float()
+        terminated = success if self.cfg.terminate_on_success else torch.zeros_like(success)
+        truncated = (self.k >= self.cfg.max_chunks) & ~terminated
+        done = terminated | truncated
+        info = {"distance": dist, "success": success, "final_obs": nxt.clone(),
+                "final_task": self.task_of_start[self.start_idx].clone()}
+        self.state = nxt
+        if bool(done.any()):
+            n = int(done.sum())
+            self.start_idx[done] = self._sample_starts(n)
+            self.state[done] = self.starts[self.start_idx[done]]
+            self.k[done] = 0
+        return self._obs(), reward, terminated, truncated, info
+
+
+def imagined_steps_per_second(env: ImaginedVectorEnv, action_chunks: torch.Tensor, n_calls: int = 5,
+                              seed: int = 0) -> dict[str, float]:
+    """Time ``n_calls`` batched steps with fixed actions (B,H,A). Returns chunk-steps/s and frames/s
+    (a chunk stands for H simulator steps, so frames/s = B * H * calls / seconds)."""
+    import time
+
+    env.reset(seed=seed)
+    env.step(action_chunks)  # warm-up (allocations, lazy init)
+    t0 = time.perf_counter()
+    for _ in range(n_calls):
+        env.step(action_chunks)
+    dt = time.perf_counter() - t0
+    B, H = action_chunks.shape[:2]
+    return {"calls_per_s": n_calls / dt, "env_chunks_per_s": B * n_calls / dt, "frames_per_s": B * H * n_calls / dt,
+            "num_envs": float(B), "chunk": float(H)}
