@@ -4,6 +4,7 @@ import os
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
 from kedro.config import OmegaConfigLoader  # noqa: E402
+from omegaconf.resolvers import oc  # noqa: E402
 
 from rla_pipeline.hooks import MlflowRunHook  # noqa: E402
 
@@ -15,4 +16,6 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     # `--params rla.max_steps=10` changes one key, not the whole `rla` block; envs overlay base key by key.
     "merge_strategy": {"parameters": "soft"},
+    # `${oc.env:RLA_DATA_ROOT, data}` in globals.yml: move all data with one environment variable.
+    "custom_resolvers": {"oc.env": oc.env},
 }

@@ -115,8 +115,9 @@ def test_world_models_shapes_overfit_and_roundtrip(kind, tmp_path):
         wm = (DeterministicWorldModel if kind == "deterministic" else AbsoluteFlowWorldModel)(_wm_cfg())
         wm.set_stats(token_mean=mean, token_std=std)
     wm.set_stats(action_mean=torch.zeros(A), action_std=torch.ones(A))
-    first, last = _overfit(wm, world_model_loss, b, 120)
-    assert last < 0.5 * first, (first, last)
+    first, last = _overfit(wm, world_model_loss, b, 250 if kind == "absolute_flow" else 120)
+    # flow-matching losses have a floor (the noise is not predictable at t near 1): a smaller drop is asked of them
+    assert last < (0.6 if kind == "absolute_flow" else 0.4) * first, (first, last)
     if kind == "rla_wm":  # the RLA stays frozen and in eval mode
         assert all(torch.equal(frozen[k], v) for k, v in wm.rla.state_dict().items())
         wm.train()

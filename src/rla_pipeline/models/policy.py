@@ -9,7 +9,7 @@ Action chunks are (B, chunk, A) in the env's action units (ManiSkill pd_ee_delta
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
