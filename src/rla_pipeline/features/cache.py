@@ -42,7 +42,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from rla_pipeline.utils.atomic import atomic_write_bytes, atomic_path, remove_stale_temps
+from rla_pipeline.utils.atomic import TMP_PREFIX, atomic_path, atomic_write_bytes, remove_stale_temps
 from rla_pipeline.utils.config import from_dict
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,19 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _remove_old_temps(folder: Path, min_age_s: float) -> int:
+    n = 0
+    now = time.time()
+    for p in folder.glob(f"{TMP_PREFIX}*"):
+        try:
+            if p.is_file() and now - p.stat().st_mtime > min_age_s:
+                p.unlink()
+                n += 1
+        except FileNotFoundError:
+            continue
+    return n
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     """Parse a safetensors header: returns (header dict, byte offset where the data buffer starts)."""
     path = Path(path)
@@ -115,6 +128,19 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
         except ValueError as exc:
             raise CacheEntryError(f"{path}: unreadable header ({exc})") from exc
     return header, 8 + n
+
+
+def serialize_tokens(tokens: np.ndarray, meta: dict[str, str]) -> bytes:
+    """A safetensors file holding ``tokens`` (float16 (T,N,D)) with a deterministic header (sorted keys).
+
+    The safetensors library writes its metadata from a hash map in random order; writing the header here makes the
+    same tokens + metadata give the same bytes, so the manifest's file sha256 is reproducible.
+    """
+    tokens = np.ascontiguousarray(tokens, dtype="<f2")
+    header = {"__metadata__": dict(meta), "tokens": {"dtype": "F16", "shape": list(tokens.shape), "data_offsets": [0, tokens.nbytes]}}
+    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data buffer starts 8-byte aligned
+    return struct.pack("<Q", len(raw)) + raw + tokens.tobytes()
 
 
 def verify_entry(path: Path, expect_key: str | None = None, full: bool = True) -> dict[str, Any]:
@@ -165,6 +191,7 @@ class FeatureCache:
         self.root = Path(root)
         self._manifest: pd.DataFrame | None = None
         self._manifest_mtime: float | None = None
+        self.last_stats: dict[str, float] = {}  # counts and seconds of the last update() (for MLflow)
 
     def __repr__(self) -> str:
         return f"FeatureCache({str(self.root)!r})"
@@ -249,11 +276,9 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ writing
     def _write_entry(self, key: str, tokens: np.ndarray, meta: dict[str, str]) -> dict[str, Any]:
-        from safetensors.numpy import save
-
         tokens = np.ascontiguousarray(tokens, dtype=np.float16)
         meta = {**meta, "format": FORMAT_VERSION, "key": key, "payload_sha256": hashlib.sha256(tokens.data).hexdigest()}
-        data = save({"tokens": tokens}, metadata=meta)
+        data = serialize_tokens(tokens, meta)
         path = atomic_write_bytes(self.entry_path(key), data)
         return {**meta, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "path": path}
 
@@ -283,20 +308,31 @@ class FeatureCache:
         a, p = arrays.get("action"), arrays.get("proprio")
         return steps_key, None if a is None else a.shape[1], None if p is None else p.shape[1]
 
-    def update(self, store, enc, episode_ids: Iterable[str] | None = None, cfg: FeatureCacheConfig | None = None) -> pd.DataFrame:
+    def update(
+        self,
+        store,
+        enc,
+        episode_ids: Iterable[str] | None = None,
+        cfg: FeatureCacheConfig | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> pd.DataFrame:
         """Make the cache hold tokens of ``episode_ids`` (default: all of ``store``) under encoder ``enc``.
 
-        Returns the manifest (one row per episode, ``MANIFEST_COLUMNS``), also written to ``manifest.parquet``.
+        ``rank``/``world_size`` default to torchrun's environment (see :func:`dist_info`).
+        Returns the manifest (one row per episode, ``MANIFEST_COLUMNS``), also written to ``manifest.parquet`` by rank 0.
         """
         cfg = cfg or FeatureCacheConfig()
-        rank, world = dist_info()
+        env_rank, env_world = dist_info()
+        rank = env_rank if rank is None else rank
+        world = env_world if world_size is None else world_size
         eids = sorted(store.episode_ids() if episode_ids is None else set(episode_ids))
         for d in (self.entries_dir, self.steps_dir):
             d.mkdir(parents=True, exist_ok=True)
-            if rank == 0:
-                n = remove_stale_temps(d)
-                if n:
-                    logger.info("removed %d leftovers of an interrupted run under %s", n, d)
+            # With several ranks, a young temp file may be another rank's write in progress: leave it.
+            n = remove_stale_temps(d) if world == 1 else _remove_old_temps(d, min_age_s=3600.0)
+            if n:
+                logger.info("removed %d leftovers of an interrupted run under %s", n, d)
 
         t0 = time.perf_counter()
         desc = enc.describe()
@@ -323,9 +359,17 @@ class FeatureCache:
             "feature cache %s: %d episodes, %d up to date, %d to encode (%d on rank %d/%d), checked in %.2fs",
             self.root, len(eids), len(eids) - len(todo), len(todo), len(mine), rank, world, time.perf_counter() - t0,
         )
+        t_check = time.perf_counter() - t0
         if mine:
             for eid, entry in self._encode_episodes(store, enc, [(e, plan[e]) for e in mine], cfg):
                 plan[eid]["entry"] = entry
+        t_encode = time.perf_counter() - t0 - t_check
+        encoded_frames = sum(int(plan[e]["meta"].num_frames) for e in mine)
+        self.last_stats = {
+            "episodes": len(eids), "episodes_up_to_date": len(eids) - len(todo), "episodes_encoded": len(mine),
+            "frames_encoded": encoded_frames, "check_seconds": t_check, "encode_seconds": t_encode,
+            "encode_frames_per_s": encoded_frames / t_encode if encoded_frames and t_encode > 0 else 0.0,
+        }
         if world > 1 and todo:
             self._wait_for_entries([plan[e]["key"] for e in todo], cfg.wait_timeout_s)
             for eid in todo:
@@ -355,7 +399,7 @@ class FeatureCache:
                 manifest.to_parquet(tmp, index=False)
         return manifest
 
-    def _wait_for_entries(self, keys: list[str], timeout_s: float) -> None:
+    def _wait_for_entries(self, keys: list[str], timeout_s: float, poll_s: float = 0.2) -> None:
         try:
             import torch.distributed as dist
 
@@ -371,7 +415,7 @@ class FeatureCache:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(missing)} feature-cache entries from other ranks did not appear in {timeout_s}s")
-            time.sleep(2.0)
+            time.sleep(poll_s)
 
     def _encode_episodes(self, store, enc, work: list[tuple[str, dict]], cfg: FeatureCacheConfig) -> Iterator[tuple[str, dict]]:
         """Encode episodes with decoding in a background thread; yields (episode_id, written entry info)."""

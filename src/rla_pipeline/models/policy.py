@@ -9,7 +9,7 @@ Action chunks are (B, chunk, A) in the env's action units (ManiSkill pd_ee_delta
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -20,6 +20,15 @@ from rla_pipeline.utils.config import from_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def task_index_of(config, task: str) -> int | None:
+    """Index of ``task`` for a multi-task policy config (None when the policy takes no task input)."""
+    if not config.num_tasks:
+        return None
+    if task not in config.task_names:
+        raise KeyError(f"policy was trained on tasks {config.task_names}, not {task!r}")
+    return config.task_names.index(task)
 
 
 def _check_positive(cfg, names: tuple[str, ...]) -> None:
@@ -38,6 +47,7 @@ class BCResNetConfig:
     chunk: int = 8  # H: actions predicted per call
     proprio_dim: int = 0  # P: 0 = no proprio input
     num_tasks: int = 0  # > 0: a learned task embedding is concatenated to the image features
+    task_names: list[str] = field(default_factory=list)  # task index i <-> task_names[i] (ManiSkill ids)
     hidden: int = 256  # width of the MLP head
     latent_tokens: int = 0  # K of the RLA latent z predicted by ``latent_head`` (0 = no latent head)
     latent_dim: int = 0  # d of z
@@ -137,6 +147,7 @@ class TokenPolicyConfig:
     chunk: int = 8  # H
     proprio_dim: int = 0  # P (0 inside the world model: it predicts tokens only)
     num_tasks: int = 0
+    task_names: list[str] = field(default_factory=list)  # task index i <-> task_names[i]
     token_proj: int = 16  # per-token projection width before flattening
     hidden: int = 256
     init_log_std: float = -1.5  # exp(-1.5) = 0.22: exploration noise for PPO, in action units

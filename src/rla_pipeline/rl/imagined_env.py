@@ -85,7 +85,7 @@ def build_start_states(token_seqs: Sequence[np.ndarray | torch.Tensor], chunk: i
         raise ValueError("build_start_states needs at least one demo token sequence")
     starts, goals, corr = [], [], []
     for seq in token_seqs:
-        seq = torch.as_tensor(np.asarray(seq), dtype=torch.float32)
+        seq = torch.from_numpy(np.array(seq, dtype=np.float32))
         T = seq.shape[0]
         starts.append(seq[0])
         goals.append(seq[T - 1])
@@ -104,7 +104,7 @@ def calibrate_success_threshold(token_seqs: Sequence[np.ndarray | torch.Tensor],
     """Quantile over demos of L1(s_{T-1-chunk}, s_{T-1}): how close "one chunk before the goal" is, in token units."""
     d = []
     for seq in token_seqs:
-        seq = torch.as_tensor(np.asarray(seq), dtype=torch.float32)
+        seq = torch.from_numpy(np.array(seq, dtype=np.float32))
         T = seq.shape[0]
         d.append(float(token_l1(seq[max(0, T - 1 - chunk)][None], seq[T - 1][None])[0]))
     thr = float(np.quantile(np.asarray(d), quantile))

@@ -233,10 +233,11 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
                 "final_distance": float(np.mean(finished_dist)) if finished_dist else float("nan"),
                 "episode_length": float(np.mean(finished_len)) if finished_len else float("nan"),
                 "episodes": len(finished_ret), "mean_step_reward": float(rewards.mean()),
-                "pg_loss": float(pg_loss), "v_loss": float(v_loss), "entropy": float(entropy),
+                "pg_loss": float(pg_loss.detach()), "v_loss": float(v_loss.detach()),
+                "entropy": float(entropy.detach()),
                 "approx_kl": float(approx_kl), "clipfrac": float(np.mean(clipfracs)) if clipfracs else 0.0,
                 "explained_variance": explained_var, "lr": optimizer.param_groups[0]["lr"],
-                "std": float(policy.log_std.exp().mean()),
+                "std": float(policy.log_std.detach().exp().mean()),
                 "steps_per_s": global_step / (time.perf_counter() - t_start), "actor_updated": actor_on,
             }
             rows.append(row)

@@ -123,11 +123,17 @@ class PushToGoalExpert(ScriptedPolicy):
 
 
 class PokeCubeExpert(ScriptedPolicy):
-    """PokeCube: grasp the peg in its middle, bring its head behind the cube, push the cube onto the goal, stop."""
+    """PokeCube: grasp the peg near its tail, bring its head behind the cube, poke the cube onto the goal, stop.
 
-    hover_z = 0.09
+    The far cubes are near the edge of the Panda's reach at table height, so the peg is held near its tail
+    (``grasp_from_tail`` metres from the end) and the push stops as soon as the cube is safely inside the goal.
+    """
+
+    hover_z = 0.07
     grasp_z = 0.022
     carry_z = 0.03
+    grasp_from_tail = 0.035
+    max_speed = 0.045
 
     def act(self, env) -> np.ndarray:
         u = env.unwrapped
@@ -137,22 +143,24 @@ class PokeCubeExpert(ScriptedPolicy):
         goal = _np(u.goal_region.pose.p)
         tcp = tcp_position(env)
         half = float(u.cube_half_size)
-        if self.phase == 0:  # above the peg centre, gripper open
+        axis = (head - peg)[:2] / max(np.linalg.norm((head - peg)[:2]), 1e-6)
+        grasp = peg[:2] - axis * (float(u.peg_half_length) - self.grasp_from_tail)
+        if self.phase == 0:  # above the grasp point, gripper open
             self.gripper = GRIPPER_OPEN
-            target = np.r_[peg[:2], self.hover_z]
+            target = np.r_[grasp, self.hover_z]
             if np.linalg.norm(tcp[:2] - target[:2]) < 0.008:
                 self._next_phase()
             return self._goto(env, target)
         if self.phase == 1:  # down to the peg
-            target = np.r_[peg[:2], self.grasp_z]
+            target = np.r_[grasp, self.grasp_z]
             if tcp[2] < self.grasp_z + 0.006:
                 self._next_phase()
             return self._goto(env, target)
         if self.phase == 2:  # close the gripper and wait for it
             self.gripper = GRIPPER_CLOSED
-            if self._phase_steps >= 4:
+            if self._phase_steps >= 3:
                 self._next_phase()
-            return self._goto(env, np.r_[peg[:2], self.grasp_z], speed=0.0)
+            return self._goto(env, np.r_[grasp, self.grasp_z], speed=0.0)
         self.gripper = GRIPPER_CLOSED
         offset = head - tcp  # peg head relative to the hand (the peg may have slipped a little)
         d = goal[:2] - cube[:2]
@@ -165,12 +173,13 @@ class PokeCubeExpert(ScriptedPolicy):
                 self._next_phase()
             return self._goto(env, target)
         if self.phase == 4:  # push until the cube centre sits on the goal
-            if np.linalg.norm(cube[:2] - goal[:2]) < 0.012:
+            to_goal = goal[:2] - cube[:2]
+            if np.dot(to_goal, d) < 0.02 and np.linalg.norm(to_goal) < float(u.goal_radius) - 0.015:
                 self._next_phase()
                 return self._goto(env, tcp, speed=0.0)
             lateral_err = (cube[:2] - head[:2]) - np.dot(cube[:2] - head[:2], d) * d
             target = np.r_[tcp[:2] + d * 0.03 + lateral_err, self.carry_z]
-            return self._goto(env, target, speed=0.02)
+            return self._goto(env, target, speed=0.03)
         return self._goto(env, tcp, speed=0.0)  # hold still: success needs a static robot
 
 

@@ -90,7 +90,9 @@ def save_checkpoint(folder: str | os.PathLike, state: dict[str, Any]) -> Path:
     return last
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load one checkpoint file (``weights_only=True``); raises :class:`CheckpointError` when unusable."""
+    path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -117,7 +119,7 @@ def load_latest(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]] | None
         if not path.exists():
             continue
         try:
-            return path, _read(path)
+            return path, read_checkpoint(path)
         except CheckpointError as err:
             logger.warning("%s", err)
             errors.append(str(err))

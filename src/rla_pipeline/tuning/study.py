@@ -159,21 +159,28 @@ def rla_trial_data(train_dataset, val_dataset, rla_model: dict, trainer: dict, t
                 "run_name": run_name, "checkpoint_dir": None}
         if batch_size:
             tcfg["batch_size"] = int(batch_size)
-        tcfg.setdefault("checkpoint_every", 0)
-        tcfg["checkpoint_every"] = 0
-        return train(model, rla_loss, train_dataset, val_dataset, _trainer_config(TrainerConfig, tcfg),
+        tcfg["log_every"] = min(int(tcfg.get("log_every", val_every)), int(val_every))
+        tcfg["checkpoint_every"] = int(max_steps)  # no checkpoint_dir: nothing is written
+        tcfg["progress"] = False
+        return train(model, rla_loss, train_dataset, val_dataset, TrainerConfig.from_dict(tcfg),
                      callbacks=(callback,))
 
     return TrialData(train_one=train_one, describe={"train_pairs": len(train_dataset), "val_pairs": len(val_dataset)})
 
 
-def _trainer_config(cls, d: dict):
-    known = {f.name for f in dataclasses.fields(cls)}
-    dropped = sorted(set(d) - known)
-    if dropped:
-        logger.debug("TrainerConfig has no fields %s; not passed", dropped)
-    d = {k: v for k, v in d.items() if k in known}
-    return cls.from_dict(d) if hasattr(cls, "from_dict") else from_dict(cls, d)
+def apply_tuned_shape(model_params: dict, tuned: dict | None, use_tuned_shape: bool) -> dict:
+    """The ``RLAConfig`` dict the rla pipeline should train: ``model_params`` with the tuned K, d when asked.
+
+    use_tuned_shape False: ``model_params`` unchanged. True: ``latent_tokens``/``latent_dim`` from ``tuned`` (the
+    ``rla_tuned_shape`` dataset); raises when the study never ran (``tuned`` None) rather than silently
+    training the configured shape.
+    """
+    if not use_tuned_shape:
+        return dict(model_params)
+    if not tuned:
+        raise ValueError("rla.use_tuned_shape is true but rla_tuned_shape is missing: run `kedro run --pipelines=tune`"
+                         " first (or set rla.use_tuned_shape: false)")
+    return {**model_params, "latent_tokens": int(tuned["latent_tokens"]), "latent_dim": int(tuned["latent_dim"])}
 
 
 def dataset_token_stats(dataset, max_items: int = 512):
@@ -197,30 +204,48 @@ def _counted_states():
     return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def open_study(storage_url: str, cfg: TuneConfig, worker_seed: int | None = None):
-    """Create or join the study ``cfg.study_name`` (``load_if_exists=True``) with heartbeat + retry of dead trials."""
+def _rdb_storage(storage_url: str, cfg: TuneConfig):
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    storage = RDBStorage(
-        url=storage_url,
-        heartbeat_interval=int(cfg.heartbeat_interval),
-        grace_period=3 * int(cfg.heartbeat_interval),
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=int(cfg.max_retry)),
-        # sqlite from several processes: wait for the lock instead of failing at once.
-        engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else None,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: "experimental"
+        return RDBStorage(
+            url=storage_url,
+            heartbeat_interval=int(cfg.heartbeat_interval),
+            grace_period=3 * int(cfg.heartbeat_interval),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=int(cfg.max_retry)),
+            # sqlite from several processes: wait for the lock instead of failing at once.
+            engine_kwargs={"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else None,
+        )
+
+
+def open_study(storage_url: str, cfg: TuneConfig, worker_seed: int | None = None):
+    """Create or join the study ``cfg.study_name`` with heartbeat + retry of dead trials -> (study, created)."""
+    import optuna
+
+    for attempt in range(3):  # two processes creating the schema of a fresh database at once may collide
+        try:
+            storage = _rdb_storage(storage_url, cfg)
+            break
+        except Exception:  # noqa: BLE001
+            if attempt == 2:
+                raise
+            time.sleep(1.0 + attempt)
     seed = cfg.seed if worker_seed is None else worker_seed
-    return optuna.create_study(
+    kwargs = dict(
         study_name=cfg.study_name,
         storage=storage,
         direction="minimize",
-        load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, len(cfg.shapes))),
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=int(cfg.pruner_startup_trials), n_warmup_steps=int(cfg.pruner_warmup_steps)
         ),
     )
+    try:  # exactly one process creates the study: it alone creates the MLflow parent run (see _mlflow_parent)
+        return optuna.create_study(load_if_exists=False, **kwargs), True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.create_study(load_if_exists=True, **kwargs), False
 
 
 class _OverBudget(Exception):
@@ -238,9 +263,15 @@ def _budget_callback(n_trials: int):
 
 
 @contextlib.contextmanager
-def _mlflow_parent(study, cfg: TuneConfig, storage_url: str) -> Iterator[str | None]:
-    """Resume (or create) the study's MLflow parent run as the active run; yields its id (None: no tracking)."""
+def _mlflow_parent(study, cfg: TuneConfig, storage_url: str, created: bool) -> Iterator[str | None]:
+    """Resume (or create) the study's MLflow parent run as the active run; yields its id (None: no tracking).
+
+    The process that created the study creates the parent run and stores its id in the study's user attrs;
+    joining workers wait for that id (so all trials of all workers nest under one parent).
+    """
     if os.environ.get("RLA_TUNE_MLFLOW", "1") == "0":
+        if created:
+            study.set_user_attr(PARENT_RUN_ATTR, None)
         yield None
         return
     import mlflow
@@ -250,18 +281,18 @@ def _mlflow_parent(study, cfg: TuneConfig, storage_url: str) -> Iterator[str | N
     if not tracking.active():
         from rla_pipeline.hooks import tracking_uri
 
-        if not os.environ.get("MLFLOW_TRACKING_URI") and mlflow.get_tracking_uri().startswith("file"):
-            mlflow.set_tracking_uri(tracking_uri())
+        mlflow.set_tracking_uri(tracking_uri())
         mlflow.set_experiment(os.environ.get("RLA_MLFLOW_EXPERIMENT", "rla-pipeline"))
-    parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    parent_id = None
+    if not created:
+        deadline = time.monotonic() + 60.0
+        while PARENT_RUN_ATTR not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.5)  # user_attrs re-reads the storage
+        parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
     if parent_id is None:
         run = mlflow.start_run(run_name=f"optuna-{cfg.study_name}", nested=tracking.active(),
                                tags={"optuna.study": cfg.study_name, "optuna.storage": redact_url(storage_url)})
         study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
-        winner = study.user_attrs.get(PARENT_RUN_ATTR)
-        if winner != run.info.run_id:  # another worker created the parent at the same moment: use its run
-            mlflow.end_run(status="KILLED")
-            run = mlflow.start_run(run_id=winner, nested=True)
     else:
         run = mlflow.start_run(run_id=parent_id, nested=True)
     tracking.log_params({"tune": dataclasses.asdict(cfg)})
@@ -382,13 +413,13 @@ def run_worker(storage_url: str, cfg: TuneConfig, data: TrialData, worker_seed: 
     import optuna
 
     seed = (cfg.seed + os.getpid()) % (2**31) if worker_seed is None else worker_seed
-    study = open_study(storage_url, cfg, worker_seed=seed)
+    study, created = open_study(storage_url, cfg, worker_seed=seed)
     if _n_counted(study) >= cfg.n_trials:
         logger.info("study %s already has %d finished trials: nothing to do", cfg.study_name, cfg.n_trials)
         return study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.monotonic()
-    with _mlflow_parent(study, cfg, storage_url) as parent_id:
+    with _mlflow_parent(study, cfg, storage_url, created) as parent_id:
         objective = make_objective(data, cfg, parent_id)
         while True:
             with warnings.catch_warnings():
@@ -528,7 +559,7 @@ def _kedro_trial_data(env: str | None, project: Path) -> tuple[TrialData, dict, 
         params = catalog.load("parameters")
         data = tune_nodes.build_trial_data(
             catalog.load("feature_cache"), catalog.load("episode_index"), catalog.load("episode_splits"),
-            params["rla"],
+            params["rla"], params.get("device", "auto"),
         )
         return data, params.get("tune") or {}, params
 

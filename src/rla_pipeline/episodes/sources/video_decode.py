@@ -142,16 +142,18 @@ def decode_upright(path: str | os.PathLike, image_size: int | None, max_frames: 
 def resample_times(times: np.ndarray, target_fps: float) -> np.ndarray:
     """Indices of the frames to keep so that a (variable-rate) clip plays at ``target_fps``.
 
-    Grid ``t_k = t_0 + k / target_fps`` up to the last frame; each grid point takes the last frame shown at that
-    moment (pts <= t_k, with a 1 ms slack for rounded timestamps). A source slower than the target is not
-    upsampled: duplicates are dropped, so every source frame appears at most once.
+    Grid ``t_k = t_0 + k / target_fps`` up to the last frame; each grid point takes the frame whose pts is nearest
+    (phone clips jitter around their nominal rate). A source slower than the target is not upsampled: duplicates
+    are dropped, so every source frame appears at most once and the kept frames keep their real times.
     """
     times = np.asarray(times, dtype=np.float64)
     if len(times) == 0:
         return np.zeros(0, dtype=np.int64)
     grid = times[0] + np.arange(int(np.floor((times[-1] - times[0]) * target_fps + 1e-6)) + 1) / target_fps
-    idx = np.searchsorted(times, grid + 1e-3, side="right") - 1
-    return np.unique(np.clip(idx, 0, len(times) - 1))
+    right = np.clip(np.searchsorted(times, grid), 1, len(times) - 1) if len(times) > 1 else np.zeros(len(grid), int)
+    left = np.maximum(right - 1, 0)
+    idx = np.where(np.abs(times[right] - grid) < np.abs(times[left] - grid), right, left)
+    return np.unique(idx)
 
 
 def decode_at_times(

@@ -1,0 +1,323 @@
+"""Simulated episodes from ManiSkill 3: expert demos, actionless expert videos and "play" with actions.
+
+``simulate_episodes(cfg, kind, store)`` rolls out, per task, a scripted expert (``kind="demo"`` and
+``"actionless"``) or the play policy (``kind="play"``) and writes each episode to the ``EpisodeStore``.
+
+* Episode ids are deterministic: ``f"{task}-{kind}-s{seed:07d}"``. Every kind draws its seeds from its own range
+  (demo 0.., actionless 1_000_000.., play 2_000_000.., plus ``cfg.seed * 10_000``), so kinds never share an
+  initial state.
+* ``recipe_digest`` = sha256 of the settings that shape one episode (task, kind, seed, image size, control mode,
+  mask, step limits, noise, code version). An episode already stored with the same digest is not simulated
+  again; failed demo attempts are remembered in ``<store>/.sim_rejected/`` so a re-run repeats none of them.
+* Demos and actionless episodes keep successes only: attempts continue with new seeds until the quota is met or
+  ``max_attempt_factor * quota`` attempts were made. Every attempt gets a row (the pipeline reports the rate).
+
+Frame/action alignment (see docs/simulation.md): an episode of T frames holds the first observation and the
+observation after each of the T-1 actions. Row t = frame t and the action applied after observing it; the last
+row carries the *hold* action (zero motion, gripper unchanged), which is never executed. ``reward[t]`` is the
+reward of applying action t (NaN on the last row); ``success[t]`` says whether frame t is a success state.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rla_pipeline.episodes.format import Episode, EpisodeMeta, EpisodeStore, make_steps
+from rla_pipeline.utils.atomic import atomic_write_text
+from rla_pipeline.utils.config import from_dict
+
+logger = logging.getLogger(__name__)
+
+#: Bump when a change in the simulation code changes the episodes it makes (forces re-generation).
+SIM_RECIPE_VERSION = "maniskill-sim/1"
+KIND_SEED_BASE = {"demo": 0, "actionless": 1_000_000, "play": 2_000_000}
+SEEDS_PER_CONFIG_SEED = 10_000
+REJECTED_DIR = ".sim_rejected"
+ROW_COLUMNS = ["episode_id", "task", "kind", "source", "seed", "success", "kept", "status", "reason", "num_frames",
+               "path"]
+ACTION_ALIGNMENT = (
+    "row t: frame t and the action applied after observing it; last row: hold action (zero motion, gripper "
+    "unchanged), never executed; reward[t]: reward of action t (NaN on the last row)"
+)
+
+
+@dataclass
+class SimulationConfig:
+    """What to simulate (the ``ingestion.simulation`` parameter block).
+
+    Attributes:
+        tasks: ManiSkill env ids, e.g. ["PushCube-v1", "PullCube-v1", "PokeCube-v1"].
+        image_size: rendered frames are image_size x image_size.
+        control_mode: ManiSkill controller; the scripted policies need "pd_ee_delta_pos".
+        with_mask: store a foreground mask (robot + task objects) per frame.
+        demos_per_task: successful expert episodes with actions to keep per task.
+        play_per_task: play episodes (random object-touching motion, actions kept) per task.
+        actionless_per_task: successful expert episodes stored without actions/proprio per task.
+        max_steps: maximum number of actions per episode (an episode has at most max_steps + 1 frames).
+        extra_steps_after_success: actions still taken (the expert holds still) after the first success frame.
+        play_noise: std of the Gaussian noise on the play policy's normalised actions.
+        demo_noise: std of the noise on the expert's actions (demos and actionless); 0 = clean expert.
+        max_attempt_factor: at most this many attempts per wanted demo/actionless episode.
+        seed: shifts every seed range (different seed -> different initial states).
+    """
+
+    tasks: list[str] = field(default_factory=lambda: ["PushCube-v1", "PullCube-v1", "PokeCube-v1"])
+    image_size: int = 128
+    control_mode: str = "pd_ee_delta_pos"
+    with_mask: bool = True
+    demos_per_task: int = 12
+    play_per_task: int = 8
+    actionless_per_task: int = 12
+    max_steps: int = 50
+    extra_steps_after_success: int = 5
+    play_noise: float = 0.5
+    demo_noise: float = 0.0
+    max_attempt_factor: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, str):
+            self.tasks = [self.tasks]
+        self.tasks = list(self.tasks)
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"duplicate tasks in {self.tasks}")
+        for name in ("demos_per_task", "play_per_task", "actionless_per_task", "extra_steps_after_success"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if int(self.max_steps) < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if int(self.max_attempt_factor) < 1:
+            raise ValueError(f"max_attempt_factor must be >= 1, got {self.max_attempt_factor}")
+        if self.play_noise < 0 or self.demo_noise < 0:
+            raise ValueError("play_noise and demo_noise must be >= 0")
+        if not 0 <= int(self.seed) < 100:
+            raise ValueError(f"seed must be in [0, 100) (seed ranges of kinds must not overlap), got {self.seed}")
+        for kind in KIND_SEED_BASE:
+            if self.attempts(kind) > SEEDS_PER_CONFIG_SEED:
+                raise ValueError(f"too many {kind} episodes per task (> {SEEDS_PER_CONFIG_SEED} attempts)")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SimulationConfig":
+        return from_dict(cls, d, where="simulation")
+
+    def quota(self, kind: str) -> int:
+        return {"demo": self.demos_per_task, "play": self.play_per_task, "actionless": self.actionless_per_task}[kind]
+
+    def attempts(self, kind: str) -> int:
+        return self.quota(kind) if kind == "play" else self.quota(kind) * int(self.max_attempt_factor)
+
+    def seeds(self, kind: str) -> range:
+        start = KIND_SEED_BASE[kind] + int(self.seed) * SEEDS_PER_CONFIG_SEED
+        return range(start, start + self.attempts(kind))
+
+
+def episode_id(task: str, kind: str, seed: int) -> str:
+    return f"{task}-{kind}-s{seed:07d}"
+
+
+def recipe_digest(cfg: SimulationConfig, task: str, kind: str, seed: int) -> str:
+    """sha256 of everything that shapes one episode (not the quotas: more demos must not redo old ones)."""
+    import mani_skill
+
+    recipe = {
+        "version": SIM_RECIPE_VERSION, "mani_skill": getattr(mani_skill, "__version__", "?"), "task": task,
+        "kind": kind, "seed": int(seed), "image_size": int(cfg.image_size), "control_mode": cfg.control_mode,
+        "with_mask": bool(cfg.with_mask), "max_steps": int(cfg.max_steps),
+        "extra_steps_after_success": int(cfg.extra_steps_after_success),
+        "noise": float(cfg.play_noise if kind == "play" else cfg.demo_noise),
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Rollout:
+    """One simulated episode in memory: T frames, T actions (the last one the hold action)."""
+
+    rgb: np.ndarray  # uint8 (T, H, W, 3)
+    mask: np.ndarray | None  # bool (T, H, W)
+    proprio: np.ndarray  # float32 (T, P)
+    actions: np.ndarray  # float32 (T, A)
+    rewards: np.ndarray  # float32 (T,), NaN on the last row
+    success: np.ndarray  # bool (T,): frame t is a success state
+    success_step: int | None  # first frame index that is a success state
+
+
+def hold_action(env, last_action: np.ndarray | None) -> np.ndarray:
+    """Zero motion; a Panda gripper (last dim of 4/8-dim actions) keeps its last command."""
+    action = np.zeros(env.action_dim, dtype=np.float32)
+    if last_action is not None and env.robot == "panda" and env.action_dim in (4, 8):
+        action[-1] = last_action[-1]
+    return action
+
+
+def rollout(env, policy, seed: int, max_steps: int, extra_steps_after_success: int) -> Rollout:
+    """Run ``policy`` in ``env`` from ``env.reset(seed)``; stops ``extra_steps_after_success`` after success."""
+    frame = env.reset(seed)
+    policy.reset(env)
+    rgb, mask, proprio, actions, rewards = [frame.rgb], [frame.mask], [frame.proprio], [], []
+    success = [env.success()]
+    success_step = 0 if success[0] else None
+    for _ in range(max_steps):
+        if success_step is not None and len(actions) >= success_step + extra_steps_after_success:
+            break
+        action = np.asarray(policy.act(env), dtype=np.float32)
+        frame, reward, _, info = env.step(action)
+        actions.append(action)
+        rewards.append(reward)
+        rgb.append(frame.rgb)
+        mask.append(frame.mask)
+        proprio.append(frame.proprio)
+        success.append(bool(info["success"]))
+        if success[-1] and success_step is None:
+            success_step = len(success) - 1
+    actions.append(hold_action(env, actions[-1] if actions else None))
+    rewards.append(np.nan)
+    return Rollout(
+        rgb=np.stack(rgb), mask=None if mask[0] is None else np.stack(mask), proprio=np.stack(proprio),
+        actions=np.stack(actions).astype(np.float32), rewards=np.asarray(rewards, dtype=np.float32),
+        success=np.asarray(success, dtype=bool), success_step=success_step,
+    )
+
+
+def build_episode(cfg: SimulationConfig, env, task: str, kind: str, seed: int, digest: str, ro: Rollout,
+                  policy_name: str) -> Episode:
+    """Turn a rollout into an ``Episode`` (actionless: action/proprio null, action_dim None)."""
+    eid = episode_id(task, kind, seed)
+    t, h, w, _ = ro.rgb.shape
+    cam = env.cfg.camera
+    actionless = kind == "actionless"
+    meta = EpisodeMeta(
+        episode_id=eid, task=task, kind=kind, source="maniskill", fps=env.fps, height=h, width=w, num_frames=t,
+        cameras=[cam], robot=env.robot, control_mode=env.control_mode,
+        action_dim=None if actionless else env.action_dim, proprio_dim=None if actionless else env.proprio_dim,
+        success=ro.success_step is not None, seed=int(seed), has_mask=ro.mask is not None, recipe_digest=digest,
+        extra={"policy": policy_name, "success_step": ro.success_step, "success_at_end": bool(ro.success[-1]),
+               "action_alignment": ACTION_ALIGNMENT, "sim_recipe_version": SIM_RECIPE_VERSION},
+    )
+    done = np.zeros(t, dtype=bool)
+    done[-1] = True
+    steps = make_steps(
+        meta.episode_index, task, env.fps, t, actions=None if actionless else ro.actions,
+        proprio=None if actionless else ro.proprio, rewards=ro.rewards, success=ro.success, done=done,
+    )
+    return Episode(meta=meta, frames={cam: ro.rgb}, steps=steps,
+                   masks={cam: ro.mask} if ro.mask is not None else None)
+
+
+def _rejected_path(store: EpisodeStore, eid: str) -> Path:
+    return Path(store.root) / REJECTED_DIR / f"{eid}.json"
+
+
+def _known_rejection(store: EpisodeStore, eid: str, digest: str) -> dict | None:
+    path = _rejected_path(store, eid)
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if rec.get("recipe_digest") == digest else None
+
+
+def simulate_episodes(cfg: SimulationConfig, kind: str, store: EpisodeStore, progress: bool = True) -> pd.DataFrame:
+    """Simulate ``kind`` ("demo" | "play" | "actionless") episodes for every task in ``cfg`` into ``store``.
+
+    Returns one row per attempt (``ROW_COLUMNS``): ``kept`` whether the episode is in the store, ``status``
+    "written" (simulated now) / "exists" (same recipe already stored) / "skipped" (failed demo, not stored),
+    ``success``, ``reason`` and ``num_frames``.
+    """
+    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+    from rla_pipeline.sim.experts import make_expert
+
+    if kind not in KIND_SEED_BASE:
+        raise ValueError(f"kind must be one of {sorted(KIND_SEED_BASE)}, got {kind!r}")
+    if not isinstance(cfg, SimulationConfig):
+        cfg = SimulationConfig.from_dict(cfg)
+    rows: list[dict] = []
+    quota = cfg.quota(kind)
+    for task in cfg.tasks:
+        if kind != "play" and quota > 0:
+            make_expert(task)  # fail fast (NotImplementedError naming the task) before any simulation
+        env = None
+        kept = 0
+        seeds = cfg.seeds(kind)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=quota, desc=f"{task} {kind}", leave=False)
+        try:
+            for seed in seeds:
+                if kept >= quota:
+                    break
+                eid = episode_id(task, kind, seed)
+                digest = recipe_digest(cfg, task, kind, seed)
+                row = dict(episode_id=eid, task=task, kind=kind, source="maniskill", seed=int(seed),
+                           path=str(store.episode_dir(eid)))
+                if store.has(eid, digest):
+                    meta = store.read_meta(eid)
+                    rows.append(dict(row, success=meta.success, kept=True, status="exists", reason="",
+                                     num_frames=meta.num_frames))
+                    kept += 1
+                    bar and bar.update(1)
+                    continue
+                rejected = _known_rejection(store, eid, digest)
+                if rejected is not None:
+                    rows.append(dict(row, success=False, kept=False, status="skipped", reason=rejected["reason"],
+                                     num_frames=rejected["num_frames"]))
+                    continue
+                if env is None:
+                    env = make_env(SimEnvConfig(task=task, image_size=cfg.image_size, control_mode=cfg.control_mode,
+                                                with_mask=cfg.with_mask, max_episode_steps=cfg.max_steps))
+                rng = np.random.default_rng([int(seed), list(KIND_SEED_BASE).index(kind)])
+                if kind == "play":
+                    policy, policy_name = make_expert(task, noise=cfg.play_noise, rng=rng, play=True), "play"
+                else:
+                    policy, policy_name = make_expert(task, noise=cfg.demo_noise, rng=rng), "scripted_expert"
+                ro = rollout(env, policy, seed, cfg.max_steps, cfg.extra_steps_after_success)
+                success = ro.success_step is not None
+                if kind != "play" and not success:
+                    reason = f"expert failed within {cfg.max_steps} steps"
+                    atomic_write_text(_rejected_path(store, eid), json.dumps(
+                        {"recipe_digest": digest, "reason": reason, "num_frames": len(ro.rgb)}))
+                    rows.append(dict(row, success=False, kept=False, status="skipped", reason=reason,
+                                     num_frames=len(ro.rgb)))
+                    continue
+                store.write(build_episode(cfg, env, task, kind, seed, digest, ro, policy_name))
+                rows.append(dict(row, success=success, kept=True, status="written", reason="",
+                                 num_frames=len(ro.rgb)))
+                kept += 1
+                bar and bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+            if env is not None:
+                env.close()
+        if kept < quota:
+            logger.warning("%s %s: only %d of %d episodes succeeded in %d attempts", task, kind, kept, quota,
+                           len(seeds))
+    out = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    if len(out):
+        out = out.astype({"kept": bool, "seed": "int64", "num_frames": "int64"})
+    logger.info("simulated %s: %s", kind, out["status"].value_counts().to_dict() if len(out) else "nothing")
+    return out
+
+
+def simulation_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per task and kind: attempts, kept episodes, expert success rate over attempts."""
+    if not len(rows):
+        return pd.DataFrame(columns=["task", "kind", "attempts", "kept", "success_rate"])
+    g = rows.groupby(["task", "kind"])
+    return pd.DataFrame({
+        "attempts": g.size(), "kept": g["kept"].sum(), "success_rate": g["success"].mean(),
+    }).reset_index()
+
+
+__all__ = ["SimulationConfig", "simulate_episodes", "rollout", "episode_id", "recipe_digest", "simulation_summary",
+           "ACTION_ALIGNMENT"]

@@ -1,0 +1,1 @@
+"""The HTML report pipeline (merged into ``evaluation`` by the registry)."""

@@ -1,0 +1,1 @@
+"""``rla``: episode splits -> RLA autoencoder (trainer) -> reconstruction / generalisation / temporal-progression tables."""

@@ -1,0 +1,162 @@
+"""Run trained policies in the real ManiSkill simulator and count successes.
+
+Loop per episode: reset(seed) -> render frame -> observation for the policy (image policies: the RGB frame;
+token policies: DINO tokens from a :class:`~rla_pipeline.features.encoder.DinoEncoder` built with the SAME config as
+the feature cache, foreground-masked the same way) -> action chunk (deterministic: the mean) -> execute its first
+``execute_steps`` actions (receding horizon) -> repeat until success or the step limit.
+An episode is a success when ManiSkill reports success at any step (the episode stops there).
+
+Seeds: evaluation seeds must not overlap the seeds of the training demos; the evaluation pipeline draws them from
+its own range (``seed_offset``, default 10_000) and :func:`check_disjoint_seeds` refuses overlaps.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rla_pipeline.models.policy import task_index_of
+from rla_pipeline.utils.config import from_dict
+
+logger = logging.getLogger(__name__)
+
+POLICY_KINDS = ("image", "token")
+
+
+@dataclass
+class SimEvalConfig:
+    """How policies are run in the simulator."""
+
+    image_size: int = 128  # camera size; use the size the training episodes were rendered at
+    control_mode: str = "pd_ee_delta_pos"
+    with_mask: bool = True  # render the foreground mask (token policies: DINO on masked RGB, like the cache)
+    mask_images: bool = False  # image (BC-ResNet) policies: multiply RGB by the mask (match actionless_bc.use_mask)
+    execute_steps: int = 4  # receding horizon: actions of each predicted chunk executed before re-planning
+    max_steps: int | None = None  # None = the task's own limit (50 for the ManiSkill cube tasks)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SimEvalConfig":
+        return from_dict(cls, d, where="SimEvalConfig")
+
+    def __post_init__(self) -> None:
+        if self.execute_steps < 1:
+            raise ValueError("SimEvalConfig.execute_steps must be >= 1")
+
+
+def check_disjoint_seeds(eval_seeds: Iterable[int], train_seeds: Iterable[int]) -> None:
+    """Raise when an evaluation seed was also used to make training episodes."""
+    overlap = sorted(set(int(s) for s in eval_seeds) & set(int(s) for s in train_seeds if s is not None))
+    if overlap:
+        raise ValueError(f"evaluation seeds overlap training seeds, e.g. {overlap[:5]}: pick another seed range")
+
+
+def _observe(policy_kind: str, policy, frame, encoder, cfg: SimEvalConfig, task_idx: int | None):
+    """Frame -> deterministic action chunk (H, A) as numpy; also returns seconds spent in the DINO encoder."""
+    t_task = None if task_idx is None else torch.tensor([task_idx], dtype=torch.long)
+    enc_s = 0.0
+    with torch.no_grad():
+        if policy_kind == "image":
+            rgb = frame.rgb
+            if cfg.mask_images and frame.mask is not None:
+                rgb = rgb * frame.mask[..., None].astype(rgb.dtype)
+            img = torch.from_numpy(np.ascontiguousarray(rgb))[None]
+            proprio = None
+            if policy.config.proprio_dim:
+                proprio = torch.from_numpy(frame.proprio[: policy.config.proprio_dim])[None]
+            chunk = policy.act(img, proprio=proprio, task=t_task)
+        else:
+            t0 = time.perf_counter()
+            masks = None if frame.mask is None else frame.mask[None]
+            tokens = encoder.encode(frame.rgb[None], masks)  # (1, N, D)
+            enc_s = time.perf_counter() - t0
+            proprio = None
+            if policy.config.proprio_dim:
+                proprio = torch.from_numpy(frame.proprio[: policy.config.proprio_dim])[None]
+            chunk = policy.act(tokens, proprio=proprio, task=t_task)
+    return chunk[0].cpu().numpy(), enc_s
+
+
+def evaluate_in_sim(policy_kind: str, policy, task: str, n_episodes: int, seeds: Sequence[int],
+                    cfg: SimEvalConfig | None = None, encoder=None, policy_name: str | None = None) -> pd.DataFrame:
+    """Run ``policy`` for ``n_episodes`` episodes of ``task`` (episode i uses ``seeds[i]``).
+
+    policy_kind: "image" (BCResNetPolicy: uint8 frame -> chunk) | "token" (TokenPolicy: DINO tokens -> chunk; needs
+    ``encoder``). Returns one row per episode: ``policy, task, seed, success, steps, seconds, sim_seconds,
+    encode_seconds, policy_calls``.
+    """
+    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+
+    cfg = cfg or SimEvalConfig()
+    if policy_kind not in POLICY_KINDS:
+        raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
+    if policy_kind == "token" and encoder is None:
+        raise ValueError("token policies need the DINO encoder the feature cache was built with")
+    if len(seeds) < n_episodes:
+        raise ValueError(f"need {n_episodes} seeds, got {len(seeds)}")
+    policy = policy.cpu().eval()
+    task_idx = task_index_of(policy.config, task)
+    env = make_env(SimEnvConfig(task=task, image_size=cfg.image_size, control_mode=cfg.control_mode,
+                                with_mask=cfg.with_mask or cfg.mask_images, max_episode_steps=cfg.max_steps))
+    rows = []
+    try:
+        if env.action_dim != policy.config.action_dim:
+            raise ValueError(f"{task}: env actions are {env.action_dim}-D ({cfg.control_mode}), "
+                             f"policy predicts {policy.config.action_dim}-D")
+        k = min(cfg.execute_steps, policy.config.chunk)
+        for seed in list(seeds)[:n_episodes]:
+            t0 = time.perf_counter()
+            frame = env.reset(seed=int(seed))
+            steps, success, done, sim_s, enc_s, calls = 0, False, False, 0.0, 0.0, 0
+            while not done and not success:
+                chunk, e = _observe(policy_kind, policy, frame, encoder, cfg, task_idx)
+                enc_s += e
+                calls += 1
+                for action in chunk[:k]:
+                    ts = time.perf_counter()
+                    frame, _reward, done, info = env.step(action)
+                    sim_s += time.perf_counter() - ts
+                    steps += 1
+                    success = success or bool(info["success"])
+                    if done or success:
+                        break
+            rows.append({"policy": policy_name or type(policy).__name__, "task": task, "seed": int(seed),
+                         "success": bool(success), "steps": steps, "seconds": time.perf_counter() - t0,
+                         "sim_seconds": sim_s, "encode_seconds": enc_s, "policy_calls": calls})
+            logger.info("%s %s seed %d: success=%s steps=%d", policy_name, task, seed, success, steps)
+    finally:
+        env.close()
+    return pd.DataFrame(rows)
+
+
+def sim_steps_per_second(task: str, cfg: SimEvalConfig, encoder=None, n_steps: int = 20, seed: int = 0) -> dict[str, float]:
+    """Real simulator speed on this machine: zero actions for ``n_steps`` steps, each rendered; with ``encoder``
+    every frame is also DINO-encoded (what a token policy re-planning every step pays)."""
+    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+
+    env = make_env(SimEnvConfig(task=task, image_size=cfg.image_size, control_mode=cfg.control_mode,
+                                with_mask=cfg.with_mask))
+    try:
+        env.reset(seed=seed)
+        zero = np.zeros(env.action_dim, np.float32)
+        sim_s = enc_s = 0.0
+        for _ in range(n_steps):
+            t0 = time.perf_counter()
+            frame, _, done, _ = env.step(zero)
+            sim_s += time.perf_counter() - t0
+            if encoder is not None:
+                t0 = time.perf_counter()
+                encoder.encode(frame.rgb[None], None if frame.mask is None else frame.mask[None])
+                enc_s += time.perf_counter() - t0
+            if done:
+                env.reset(seed=seed)
+    finally:
+        env.close()
+    out = {"sim_render_steps_per_s": n_steps / sim_s}
+    if encoder is not None:
+        out["sim_render_encode_steps_per_s"] = n_steps / (sim_s + enc_s)
+    return out

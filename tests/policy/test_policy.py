@@ -1,0 +1,114 @@
+"""Policies: shapes, save/load through the model registry, BC loss falls with the shared trainer, latent head trains."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rla_pipeline.models.policy import BCResNetConfig, BCResNetPolicy, TokenPolicy, TokenPolicyConfig
+from rla_pipeline.rl.bc import BCLoss, ImageChunkDataset, TokenBCLoss, TokenChunkDataset, action_chunks
+from rla_pipeline.training.trainer import TrainerConfig, train
+
+
+def _episodes(n_eps=4, T=6, S=32, with_actions=True, z_shape=None, seed=0):
+    """Episodes whose frames say which action to take: bright frames -> +0.5 actions, dark -> -0.5."""
+    rng = np.random.default_rng(seed)
+    eps = []
+    for i in range(n_eps):
+        bright = i % 2 == 0
+        frames = rng.integers(150, 255, (T, S, S, 3)) if bright else rng.integers(0, 100, (T, S, S, 3))
+        sign = 0.5 if bright else -0.5
+        eps.append({
+            "frames": torch.from_numpy(frames.astype(np.uint8)),
+            "actions": np.full((T, 3), sign, np.float32) if with_actions else None,
+            "z": None if z_shape is None else np.full((T, *z_shape), 2 * sign, np.float32),
+            "task": i % 2,
+        })
+    return eps
+
+
+def _trainer_cfg(name, steps, lr=1e-3):
+    return TrainerConfig(run_name=name, max_steps=steps, batch_size=8, lr=lr, log_every=5, val_every=1000,
+                         checkpoint_every=1000, device="cpu", progress=False, schedule="constant")
+
+
+def test_action_chunks_pad_and_mask():
+    chunks, mask = action_chunks(np.arange(6, dtype=np.float32).reshape(3, 2), chunk=2)
+    assert chunks.shape == (3, 2, 2) and mask.tolist() == [[True, True], [True, True], [True, False]]
+    assert chunks[2, 1].tolist() == [0.0, 0.0] and chunks[1, 1].tolist() == [4.0, 5.0]
+
+
+def test_bc_loss_falls_on_tiny_batch():
+    torch.manual_seed(0)
+    policy = BCResNetPolicy(BCResNetConfig(backbone="resnet10t", image_size=32, action_dim=3, chunk=2, hidden=32,
+                                           num_tasks=2))
+    ds = ImageChunkDataset(_episodes(), chunk=2, action_dim=3)
+    loss_fn = BCLoss(random_shift=2)
+    policy.eval()
+    batch = {k: torch.stack([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
+    with torch.no_grad():
+        before = float(loss_fn(policy, batch)[0])
+    result = train(policy, loss_fn, ds, None, _trainer_cfg("bc-test", 40))
+    after = float(loss_fn(result.model, batch)[0])
+    assert after < 0.3 * before, (before, after)
+    out = result.model.act(batch["image"][:2], task=batch["task"][:2])
+    assert out.shape == (2, 2, 3)
+
+
+def test_latent_head_trains_from_actionless_frames_only():
+    torch.manual_seed(0)
+    policy = BCResNetPolicy(BCResNetConfig(backbone="resnet10t", image_size=32, action_dim=3, chunk=2, hidden=32,
+                                           latent_tokens=2, latent_dim=3))
+    ds = ImageChunkDataset(_episodes(with_actions=False, z_shape=(2, 3)), chunk=2, action_dim=3, latent_shape=(2, 3))
+    assert ds.num_labelled == 0 and ds.num_unlabelled == 24
+    loss_fn = BCLoss(latent_l1_weight=1.0, latent_mse_weight=1.0, random_shift=0)
+    head_before = policy.action_head.weight.detach().clone()
+    batch = {k: torch.stack([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
+    policy.eval()
+    _, m0 = loss_fn(policy, batch)
+    result = train(policy, loss_fn, ds, None, _trainer_cfg("latent-test", 40))
+    _, m1 = loss_fn(result.model, batch)
+    assert "action_loss" not in m1  # no labels: the action head gets no loss ...
+    assert torch.equal(result.model.action_head.weight, head_before)  # ... and does not move
+    assert m1["latent_mse"] < 0.3 * m0["latent_mse"], (m0, m1)
+
+
+def test_labelled_fraction_repeats_labelled_frames():
+    eps = _episodes(n_eps=2, T=4) + _episodes(n_eps=6, T=4, with_actions=False, z_shape=(1, 1), seed=1)
+    ds = ImageChunkDataset(eps, chunk=2, action_dim=3, labelled_fraction=0.5, latent_shape=(1, 1))
+    labelled = sum(bool(ds[i]["action_mask"].any()) for i in range(len(ds)))
+    assert labelled / len(ds) >= 0.5
+
+
+def test_token_policy_shapes_and_bc():
+    torch.manual_seed(0)
+    N, D, A, H = 4, 8, 3, 2
+    policy = TokenPolicy(TokenPolicyConfig(num_tokens=N, token_dim=D, action_dim=A, chunk=H, token_proj=4, hidden=32))
+    tok = torch.randn(5, N, D)
+    assert policy.act(tok).shape == (5, H, A) and policy.value(tok).shape == (5,)
+    dist = policy.distribution(tok)
+    assert dist.mean.shape == (5, H * A)
+    with pytest.raises(ValueError):
+        policy.act(torch.randn(5, N + 1, D))
+    seqs = [np.random.default_rng(i).normal(size=(6, N, D)).astype(np.float16) for i in range(4)]
+    acts = [np.full((6, A), 0.3 * (i - 1.5), np.float32) for i in range(4)]
+    ds = TokenChunkDataset(seqs, acts, [0] * 4, chunk=H, action_dim=A)
+    batch = {k: torch.stack([ds[i][k] for i in range(len(ds))]) for k in ds[0]}
+    before = float(TokenBCLoss()(policy.eval(), batch)[0])
+    result = train(policy, TokenBCLoss(), ds, None, _trainer_cfg("token-bc-test", 60, lr=3e-3))
+    assert float(TokenBCLoss()(result.model, batch)[0]) < 0.3 * before
+
+
+def test_policies_round_trip_through_torch_model_dataset(tmp_path):
+    from rla_pipeline.datasets.torch_model import TorchModelDataset
+
+    for model, x in [
+        (BCResNetPolicy(BCResNetConfig(image_size=32, action_dim=3, chunk=2, hidden=16, latent_tokens=2, latent_dim=2)),
+         torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)),
+        (TokenPolicy(TokenPolicyConfig(num_tokens=4, token_dim=8, action_dim=3, chunk=2, hidden=16)), torch.randn(2, 4, 8)),
+    ]:
+        ds = TorchModelDataset(str(tmp_path / f"{type(model).__name__}.safetensors"))
+        ds.save(model.eval())
+        loaded = ds.load()
+        assert type(loaded) is type(model) and loaded.config == model.config
+        assert torch.allclose(loaded.act(x), model.act(x))
