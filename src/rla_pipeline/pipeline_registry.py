@@ -10,6 +10,9 @@ WMRL_CHAIN = ("ingestion", "features", "rla", "world_model", "actionless_bc", "r
 
 def register_pipelines() -> dict[str, Pipeline]:
     pipelines = find_pipelines(raise_errors=True)
+    # The HTML report is built by the evaluation stage (its code lives in its own folder).
+    if "report" in pipelines and "evaluation" in pipelines:
+        pipelines["evaluation"] = pipelines["evaluation"] + pipelines.pop("report")
     wmrl = Pipeline([])
     for name in WMRL_CHAIN:
         if name in pipelines:

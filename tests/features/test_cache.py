@@ -31,7 +31,7 @@ def test_first_run_fills_cache_and_manifest(store, tmp_path):
     assert (manifest[["frames", "tokens", "dims"]].to_numpy() == [20, 4, 384]).all()
     assert set(manifest["weights_tag"]) == {"random-init"}
     assert cache.manifest().equals(manifest)
-    assert enc.calls == len(ids) * 3  # 20 frames in batches of 8
+    assert enc.calls == 15  # 120 frames in full batches of 8 (batches span episodes)
     # tokens equal a direct encode of the masked frames (float16 rounding)
     eid = ids[0]
     direct = enc.encode(store.read_frames(eid), store.read_masks(eid))
@@ -63,7 +63,7 @@ def test_image_size_change_recomputes_everything_and_old_entries_stay(store, tmp
     small = cache.update(store, make_encoder(image_size=28), cfg=CFG)
     enc = make_encoder(image_size=42)
     big = cache.update(store, enc, cfg=CFG)
-    assert enc.calls == 6 * 3
+    assert enc.calls == 15
     assert set(big["tokens"]) == {9} and not set(big["key"]) & set(small["key"])
     assert len(list(cache.entries_dir.glob("*.safetensors"))) == 12
     back = make_encoder(image_size=28)
@@ -90,7 +90,7 @@ def test_weights_change_recomputes(store, tmp_path):
     a = cache.update(store, make_encoder(seed=0), cfg=CFG)
     enc = make_encoder(seed=1)
     b = cache.update(store, enc, cfg=CFG)
-    assert enc.calls == 18 and not set(a["key"]) & set(b["key"])
+    assert enc.calls == 15 and not set(a["key"]) & set(b["key"])
     assert set(b["weights_digest"]) == {enc.weights_digest}
 
 
@@ -145,14 +145,14 @@ def test_interrupted_run_leaves_no_half_written_entry(store, tmp_path):
         cache.update(store, crashing, cfg=CFG)
     files = list(cache.entries_dir.iterdir())
     assert all(not p.name.startswith(".tmp-") for p in files)
-    assert len(files) == 1, "only the one episode that finished (3 batches) has an entry"
+    assert len(files) == 1, "only the one episode that finished (20 of the 32 frames encoded) has an entry"
     verify_entry(files[0])
     assert not cache.manifest_path.exists()
     # a temp file left by a kill -9 during a write is cleaned up by the next run, which finishes the rest
     (cache.entries_dir / ".tmp-deadbeef.safetensors.123").write_bytes(b"half")
     enc = make_encoder()
     manifest = cache.update(store, enc, cfg=CFG)
-    assert enc.calls == 5 * 3 and len(manifest) == 6
+    assert enc.calls == 13 and len(manifest) == 6  # 100 frames left
     assert sorted(p.name for p in cache.entries_dir.iterdir() if p.name.startswith(".tmp-")) == []
 
 
@@ -178,7 +178,7 @@ def test_two_ranks_split_episodes_and_agree_on_the_manifest(store, tmp_path):
     other.start()
     run(0)
     other.join(timeout=120)
-    assert encs[0].calls == encs[1].calls == 9, "3 episodes each"
+    assert encs[0].calls == encs[1].calls == 8, "3 episodes (60 frames) each"
     assert results[0].equals(results[1])
     assert FeatureCache(cache_root).manifest().equals(results[0])
 

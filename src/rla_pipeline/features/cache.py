@@ -35,7 +35,7 @@ import queue
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -452,8 +452,33 @@ class FeatureCache:
         thread = threading.Thread(target=produce, name="feature-decode", daemon=True)
         thread.start()
         plans = dict(work)
-        current: str | None = None
-        buf: np.ndarray | None = None
+        bufs: dict[str, np.ndarray] = {}  # episode -> (T, N, D) float16 being filled
+        filled: dict[str, int] = {}
+        pending: list[tuple[str, int, np.ndarray, np.ndarray | None]] = []  # segments of the next forward pass
+        describe = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in enc.describe().items()}
+
+        def flush() -> Iterator[tuple[str, dict]]:
+            """One forward pass over the pending segments (they may span episodes); write finished episodes."""
+            if not pending:
+                return
+            frames = np.concatenate([seg[2] for seg in pending])  # (b, H, W, 3)
+            masks = None
+            if any(seg[3] is not None for seg in pending):
+                masks = np.concatenate([seg[3] if seg[3] is not None else np.ones(seg[2].shape[:3], bool) for seg in pending])
+            tokens = enc.encode_batch(frames, masks).numpy()  # (b, N, D) float32
+            at = 0
+            for eid, start, seg, _ in pending:
+                bufs[eid][start : start + len(seg)] = tokens[at : at + len(seg)]
+                at += len(seg)
+                filled[eid] += len(seg)
+                if filled[eid] == bufs[eid].shape[0]:
+                    p, buf = plans[eid], bufs.pop(eid)
+                    meta = {"episode_id": eid, "camera": p["camera"], "video_digest": p["video_digest"],
+                            "shape": json.dumps(list(buf.shape)), **describe}
+                    yield eid, self._write_entry(p["key"], buf, meta)
+            bar.update(len(frames))
+            pending.clear()
+
         try:
             while True:
                 item = q.get()
@@ -462,25 +487,20 @@ class FeatureCache:
                 if isinstance(item, BaseException):
                     raise item
                 eid, start, frames, m = item
-                if eid != current:
-                    current = eid
+                if eid not in bufs:
                     n_frames = int(plans[eid]["meta"].num_frames)
-                    buf = np.empty((n_frames, enc.num_tokens, enc.token_dim), dtype=np.float16)  # (T, N, D)
-                tokens = enc.encode_batch(frames, m)  # (b, N, D) float32
-                buf[start : start + len(frames)] = tokens.numpy()
-                bar.update(len(frames))
-                if start + len(frames) == buf.shape[0]:
-                    p = plans[eid]
-                    entry = self._write_entry(
-                        p["key"],
-                        buf,
-                        {
-                            "episode_id": eid, "camera": p["camera"], "video_digest": p["video_digest"],
-                            "shape": json.dumps(list(buf.shape)),
-                            **{k: json.dumps(v) if not isinstance(v, str) else v for k, v in enc.describe().items()},
-                        },
-                    )
-                    yield eid, entry
+                    bufs[eid] = np.empty((n_frames, enc.num_tokens, enc.token_dim), dtype=np.float16)  # (T, N, D)
+                    filled[eid] = 0
+                if pending and pending[0][2].shape[1:] != frames.shape[1:]:
+                    yield from flush()  # frames of another size cannot share a batch
+                # Fill batches to batch_size across episode boundaries: short episodes still run full batches.
+                while len(frames):
+                    room = bs - sum(len(seg[2]) for seg in pending)
+                    pending.append((eid, start, frames[:room], None if m is None else m[:room]))
+                    start, frames, m = start + len(frames[:room]), frames[room:], None if m is None else m[room:]
+                    if room <= len(pending[-1][2]):
+                        yield from flush()
+            yield from flush()
         finally:
             stop.set()
             bar.close()
