@@ -123,10 +123,10 @@ def episode_id(task: str, kind: str, seed: int) -> str:
 
 def recipe_digest(cfg: SimulationConfig, task: str, kind: str, seed: int) -> str:
     """sha256 of everything that shapes one episode (not the quotas: more demos must not redo old ones)."""
-    import mani_skill
+    from importlib.metadata import version  # not `import mani_skill`: that loads sapien before ensure_vulkan()
 
     recipe = {
-        "version": SIM_RECIPE_VERSION, "mani_skill": getattr(mani_skill, "__version__", "?"), "task": task,
+        "version": SIM_RECIPE_VERSION, "mani_skill": version("mani_skill"), "task": task,
         "kind": kind, "seed": int(seed), "image_size": int(cfg.image_size), "control_mode": cfg.control_mode,
         "with_mask": bool(cfg.with_mask), "max_steps": int(cfg.max_steps),
         "extra_steps_after_success": int(cfg.extra_steps_after_success),

@@ -1,1 +1,5 @@
 """``features``: episodes -> frozen DINO patch tokens in the content-addressed feature cache + its manifest."""
+
+from .pipeline import create_pipeline  # noqa: E402,F401
+
+__all__ = ["create_pipeline"]

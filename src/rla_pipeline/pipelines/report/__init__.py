@@ -1,1 +1,5 @@
 """The HTML report pipeline (merged into ``evaluation`` by the registry)."""
+
+from .pipeline import create_pipeline  # noqa: E402,F401
+
+__all__ = ["create_pipeline"]

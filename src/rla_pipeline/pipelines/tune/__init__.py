@@ -1,1 +1,5 @@
 """tune: an Optuna study over the RLA latent shape (see docs/tuning.md)."""
+
+from .pipeline import create_pipeline  # noqa: E402,F401
+
+__all__ = ["create_pipeline"]
