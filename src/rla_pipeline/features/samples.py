@@ -6,6 +6,9 @@ held in memory.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -116,6 +119,11 @@ class TokenPairDataset(Dataset):
         self._offsets = np.concatenate([[0], np.cumsum(counts)])
         self.epoch = 0
         self._mmaps: dict[str, np.ndarray] = {}
+        # Content digest for the trainer's checkpoint hash: cache keys (encoder, weights, pixels) + step data + config.
+        keys = [[e, str(manifest.loc[e, "key"]), str(manifest.loc[e].get("steps_key", ""))] for e in self.episode_ids]
+        self.fingerprint = hashlib.sha256(
+            json.dumps([keys, dataclasses.asdict(self.cfg)], sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
 
     def __getstate__(self) -> dict[str, Any]:  # memmaps are reopened in each worker
         state = self.__dict__.copy()

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -82,6 +84,32 @@ def latent_targets(rla, tokens: np.ndarray | torch.Tensor, h: int, batch: int = 
     return torch.cat(out, 0).float()
 
 
+def _arrays_fingerprint(*groups) -> str:
+    """sha256 (16 hex) over every array in ``groups`` (nested lists/dicts of arrays, tensors or scalars)."""
+    h = hashlib.sha256()
+
+    def feed(x):
+        if x is None:
+            h.update(b"none")
+        elif isinstance(x, dict):
+            for k in sorted(x):
+                h.update(str(k).encode())
+                feed(x[k])
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                feed(v)
+        elif isinstance(x, torch.Tensor):
+            h.update(x.detach().float().cpu().contiguous().numpy().tobytes())
+        elif isinstance(x, np.ndarray):
+            h.update(np.ascontiguousarray(x).tobytes())
+        else:
+            h.update(repr(x).encode())
+
+    for g in groups:
+        feed(g)
+    return h.hexdigest()[:16]
+
+
 class ImageChunkDataset(Dataset):
     """Frames -> (action chunk | nothing) and (z target | nothing).
 
@@ -106,6 +134,8 @@ class ImageChunkDataset(Dataset):
             e["proprio"] = None if ep.get("proprio") is None else torch.as_tensor(ep["proprio"], dtype=torch.float32)
             self.episodes.append(e)
         self.chunk, self.action_dim, self.proprio_dim = chunk, action_dim, proprio_dim
+        self.fingerprint = _arrays_fingerprint(
+            episodes, [chunk, action_dim, stride, labelled_fraction, latent_shape, proprio_dim])
         self.latent_shape = latent_shape or (1, 1)
         lab = [(i, t) for i, e in enumerate(self.episodes) if "chunks" in e for t in range(0, e["T"], stride)]
         unl = [(i, t) for i, e in enumerate(self.episodes) if "chunks" not in e for t in range(0, e["T"], stride)]
@@ -205,6 +235,7 @@ class TokenChunkDataset(Dataset):
         self.chunks = [action_chunks(a[:, :action_dim], chunk) for a in actions]
         self.tasks = tasks
         self.items = [(i, t) for i, seq in enumerate(token_seqs) for t in range(0, min(len(seq), len(actions[i])), stride)]
+        self.fingerprint = _arrays_fingerprint([np.asarray(t) for t in token_seqs], actions, tasks, [chunk, action_dim, stride])
 
     def __len__(self) -> int:
         return len(self.items)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -82,6 +83,9 @@ class WMRLConfig:
 def _trainer_config(d: dict, run_name: str, seed: int, device: str):
     from rla_pipeline.training.trainer import TrainerConfig
 
+    d = dict(d)
+    if d.get("checkpoint_dir"):  # one folder per policy under the stage's checkpoint folder
+        d["checkpoint_dir"] = str(Path(d["checkpoint_dir"]) / run_name)
     return TrainerConfig.from_dict({"progress": False, **d, "run_name": run_name, "seed": seed, "device": device})
 
 

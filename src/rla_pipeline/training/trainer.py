@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -267,10 +268,31 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def config_fingerprint(config: TrainerConfig, model: nn.Module, loss_fn: Callable, num_samples: int) -> dict:
+def _tensor_digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset) -> str | None:
+    """The dataset's ``fingerprint`` attribute (a digest of its content), or None when it has none.
+
+    It goes into the checkpoint's config hash, so a finished checkpoint is never returned for other data with
+    the same number of samples (e.g. features recomputed with other encoder weights).
+    """
+    fp = getattr(dataset, "fingerprint", None)
+    return str(fp() if callable(fp) else fp) if fp is not None else None
+
+
+def config_fingerprint(config: TrainerConfig, model: nn.Module, loss_fn: Callable, num_samples: int,
+                       data_fingerprint: str | None = None) -> dict:
     """Everything a checkpoint must agree with to be resumed (hashed into ``config_hash``)."""
     model_cfg = getattr(model, "config", None)
+    # Values the data set before training (token statistics buffers, a frozen RLA inside a world model):
+    # other values mean another training, even with identical shapes.
+    fixed = list(model.named_buffers()) + [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
+    buffers = {n: _tensor_digest(t) for n, t in fixed}
     return {
+        "data": data_fingerprint,
+        "buffers": buffers,
         "trainer": {f: getattr(config, f) for f in HASHED_FIELDS},
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "model_config": dataclasses.asdict(model_cfg) if dataclasses.is_dataclass(model_cfg) else None,
@@ -387,7 +409,7 @@ def _train_in_process(model, loss_fn, train_dataset, val_dataset, config: Traine
         device = torch.device("cuda", ctx.local_rank)
     created_group = ddp.init_process_group(ctx, device)
     try:
-        config_hash = ckpt.stable_hash(config_fingerprint(config, model, loss_fn, len(train_dataset)))
+        config_hash = ckpt.stable_hash(config_fingerprint(config, model, loss_fn, len(train_dataset), dataset_fingerprint(train_dataset)))
         # Rank 0 decides about the checkpoint (it may move a stale one aside); the others follow its choice.
         choice = _find_resumable(config, config_hash) if ctx.is_main else None
         resume_path = ddp.broadcast_object(str(choice[0]) if choice else None, ctx)
@@ -626,7 +648,7 @@ def _train_with_local_workers(model, loss_fn, train_dataset, val_dataset, config
     if device.type == "cuda" and config.num_processes > torch.cuda.device_count():
         raise ValueError(f"run {config.run_name!r}: num_processes={config.num_processes} > "
                          f"{torch.cuda.device_count()} visible CUDA devices")
-    config_hash = ckpt.stable_hash(config_fingerprint(config, model, loss_fn, len(train_dataset)))
+    config_hash = ckpt.stable_hash(config_fingerprint(config, model, loss_fn, len(train_dataset), dataset_fingerprint(train_dataset)))
     found = _find_resumable(config, config_hash)
     if found is not None and found[1].get("complete"):
         return _finished_result(model, found[1], found[0])

@@ -543,6 +543,29 @@ def tradeoff_figure(trials: list[dict], metric: str = "val_l1", best_trial: int 
     return fig
 
 
+def build_trial_data(feature_cache, episode_index, episode_splits, rla_params: dict, device: str = "auto"):
+    """TrialData for RLA trials, built the way the rla pipeline builds its training (its params, splits, stats)."""
+    from rla_pipeline.features.samples import SampleConfig, TokenPairDataset
+    from rla_pipeline.stages.rla import RLAParams, episode_ids, sample_token_stats
+
+    p = RLAParams.from_dict(rla_params)
+    samples = SampleConfig.from_dict(p.samples)
+    train_ids, val_ids = episode_ids(episode_splits, "train"), episode_ids(episode_splits, "val")
+    if not train_ids or not val_ids:
+        raise ValueError(f"tuning needs train and val episodes; episode_splits has {len(train_ids)} train, "
+                         f"{len(val_ids)} val")
+    train_ds = TokenPairDataset(feature_cache, episode_index, train_ids, samples)
+    val_ds = TokenPairDataset(feature_cache, episode_index, val_ids, samples)
+    model = {"num_tokens": train_ds.num_tokens, "token_dim": train_ds.token_dim, **p.model}
+    if p.normalise_tokens:
+        mean, std = sample_token_stats(feature_cache, train_ids, p.stats_max_frames, samples.seed)
+    else:
+        import torch
+
+        mean, std = torch.zeros(train_ds.token_dim), torch.ones(train_ds.token_dim)
+    return rla_trial_data(train_ds, val_ds, model, {"device": device, **p.trainer}, token_mean=mean, token_std=std)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # CLI: extra workers
 # --------------------------------------------------------------------------------------------------------------
@@ -554,10 +577,8 @@ def _kedro_trial_data(env: str | None, project: Path) -> tuple[TrialData, dict, 
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env) as session:
         catalog = session.load_context().catalog
-        from rla_pipeline.pipelines.tune import nodes as tune_nodes
-
         params = catalog.load("parameters")
-        data = tune_nodes.build_trial_data(
+        data = build_trial_data(
             catalog.load("feature_cache"), catalog.load("episode_index"), catalog.load("episode_splits"),
             params["rla"], params.get("device", "auto"),
         )

@@ -3,10 +3,12 @@ paper's Tables 2 and 3 (Parquet + Markdown, with the paper's numbers beside as r
 from kedro.pipeline import Node, Pipeline
 
 from rla_pipeline.pipelines.evaluation import nodes
+from rla_pipeline.pipelines.report.pipeline import create_pipeline as report_pipeline
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
+    # The HTML report is part of evaluation (its node lives in pipelines/report, also runnable alone).
+    return report_pipeline() + Pipeline(
         [
             Node(nodes.evaluate_bc, ["bc_policy", "bc_rla_policy", "episode_index", "params:evaluation",
                                      "params:tasks", "params:seed"], "bc_eval_episodes", name="evaluate_bc_in_sim"),

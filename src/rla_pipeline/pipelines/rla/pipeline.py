@@ -15,7 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.train_rla,
-                inputs=["feature_cache", "episode_splits", "episode_index", "params:rla", "params:device"],
+                inputs=["feature_cache", "episode_splits", "episode_index", "params:rla", "params:device", "rla_tuned_shape"],
                 outputs="rla_model",
                 name="train_rla",
             ),

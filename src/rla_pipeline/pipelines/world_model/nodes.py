@@ -58,7 +58,7 @@ def _action_ids(cache, splits: pd.DataFrame, split: str) -> list[str]:
 def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, params: dict, device: str):
     from rla_pipeline.features.samples import SampleConfig, TokenPairDataset, action_stats
     from rla_pipeline.models.world_model import WORLD_MODELS, WorldModelConfig, world_model_loss
-    from rla_pipeline.pipelines.rla.nodes import sample_token_stats
+    from rla_pipeline.stages.rla import sample_token_stats
     from rla_pipeline.training.trainer import TrainerConfig, train
 
     p = WMParams.from_dict(params)
