@@ -36,10 +36,17 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-dev-shm-usage"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(start: int = 41410, stop: int = 49151) -> int:
+    """A free port below 49152 (kedro-viz refuses the ephemeral range the OS hands out for port 0)."""
+    offset = os.getpid() % 2000  # parallel runs start at different places
+    for port in list(range(start + offset, stop)) + list(range(start, start + offset)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}..{stop}")
 
 
 def port_open(port: int) -> bool:

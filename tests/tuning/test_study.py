@@ -124,8 +124,8 @@ def test_killed_worker_resumes_keeping_finished_trials_and_best_shape_round_trip
     assert len(again.trials) == len(resumed.trials)
 
     # the best shape is written where `rla` reads it, and read back
-    from rla_pipeline.pipelines.report.datasets import PNGDataset
-    from rla_pipeline.pipelines.tune.datasets import OptionalYAMLDataset
+    from rla_pipeline.datasets.files import PNGDataset
+    from rla_pipeline.datasets.optuna_storage import OptionalYAMLDataset
 
     shape_ds = OptionalYAMLDataset(str(tmp_path / "rla_tuned_shape.yml"))
     assert shape_ds.load() is None  # tuning not run yet: an optional input

@@ -1,4 +1,4 @@
-"""Catalog datasets of the tune pipeline: the Optuna storage handle and the (optional) tuned shape."""
+"""Catalog datasets for Optuna tuning: the Optuna storage handle and the (optional) tuned shape."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Catalog datasets of the report: the self-contained HTML file, PNG figures that can be read back, provenance."""
+"""Catalog datasets for files people look at: a self-contained HTML page, PNG figures that load back, provenance."""
 from __future__ import annotations
 
 import base64
@@ -78,6 +78,20 @@ class PNGDataset(AbstractDataset[Any, bytes]):
         return ImagePreview(base64.b64encode(self.load()).decode("ascii"))
 
 
+def _active_run_tags(keys) -> dict:
+    """Tags the project hook put on the active MLflow run (Kedro env, session id), when there is one."""
+    try:
+        import mlflow
+
+        run = mlflow.active_run()
+        if run is None:
+            return {}
+        tags = mlflow.get_run(run.info.run_id).data.tags
+    except Exception:
+        return {}
+    return {k: tags[k] for k in keys if k in tags}
+
+
 class ProvenanceDataset(AbstractDataset[None, dict]):
     """Load-only: git commit/dirty of the project and the DVC hashes of ``dvc.lock`` (keys as the MLflow tags)."""
 
@@ -89,7 +103,9 @@ class ProvenanceDataset(AbstractDataset[None, dict]):
         from rla_pipeline.hooks import dvc_data_hashes, git_info
 
         root = self._root.resolve()
-        return {**git_info(root), **dvc_data_hashes(root)}
+        info = {**git_info(root), **dvc_data_hashes(root)}
+        info.update(_active_run_tags(("kedro.env", "kedro.session_id", "kedro.pipelines")))
+        return info
 
     def save(self, data: Any) -> None:
         raise DatasetError("ProvenanceDataset is read-only")
