@@ -93,3 +93,21 @@ def test_pipelines_are_registered_with_catalog_entries(project_root):
     for name in ("rla", "world_model"):
         base = yaml.safe_load((project_root / "conf/base" / f"parameters_{name}.yml").read_text())
         assert set(base) == {name}
+
+
+def test_rla_node_trains_the_tuned_shape_only_when_asked(tiny_cache, project_root):
+    """The tune pipeline's best shape reaches `rla` without hand copying (rla.use_tuned_shape)."""
+    from rla_pipeline.pipelines.rla import nodes as rla_nodes
+
+    cache, index, manifest = tiny_cache
+    rp = {**_params(project_root, "rla")}
+    rp["trainer"] = {**rp["trainer"], "max_steps": 2, "val_every": 2, "warmup_steps": 0}
+    splits = rla_nodes.split_episodes(index, manifest, rp, seed=0)
+    tuned = {"latent_tokens": 3, "latent_dim": 5, "lr": 1e-3}
+    configured = rla_nodes.train_rla(cache, splits, index, rp, "cpu", tuned)
+    assert (configured.config.latent_tokens, configured.config.latent_dim) == (
+        rp["model"]["latent_tokens"], rp["model"]["latent_dim"])
+    tuned_model = rla_nodes.train_rla(cache, splits, index, {**rp, "use_tuned_shape": True}, "cpu", tuned)
+    assert (tuned_model.config.latent_tokens, tuned_model.config.latent_dim) == (3, 5)
+    with pytest.raises(ValueError, match="run `kedro run --pipelines=tune`"):
+        rla_nodes.train_rla(cache, splits, index, {**rp, "use_tuned_shape": True}, "cpu", None)

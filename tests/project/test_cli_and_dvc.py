@@ -22,21 +22,26 @@ def _run(cmd, cwd, env=None, timeout=300):
 
 def test_registry_lists_every_pipeline_and_wmrl(project_root):
     out = _run([str(BIN / "kedro"), "registry", "list"], project_root)
-    for name in ("wmrl", "__default__", "ingestion"):
+    for name in ("wmrl", "__default__", "ingestion", "features", "rla", "world_model", "actionless_bc", "rl",
+                 "evaluation", "tune"):
         assert f"- {name}" in out
 
 
-def test_wmrl_chains_the_stages_in_order(project_root):
+def test_wmrl_chains_every_stage_and_is_the_default(project_root):
     from kedro.framework.project import configure_project, pipelines
+
+    from rla_pipeline.pipelines.wmrl.pipeline import WMRL_CHAIN
 
     configure_project("rla_pipeline")
     wmrl = pipelines["wmrl"]
-    from rla_pipeline.pipeline_registry import WMRL_CHAIN
-
-    present = [name for name in WMRL_CHAIN if name in pipelines]
-    assert present[0] == "ingestion"
-    for name in present:
+    assert list(WMRL_CHAIN) == ["ingestion", "features", "rla", "world_model", "actionless_bc", "rl", "evaluation"]
+    for name in WMRL_CHAIN:
         assert set(pipelines[name].nodes) <= set(wmrl.nodes), f"{name} missing from wmrl"
+    assert set(pipelines["__default__"].nodes) == set(wmrl.nodes)
+    assert "build_html_report" in {n.name for n in pipelines["evaluation"].nodes}
+    # raw episodes come in, both success tables and the report come out
+    assert {"bc_success_table", "wmrl_success_table", "report_html"} <= wmrl.all_outputs()
+    assert "report_html" in wmrl.outputs() and "episodes" in wmrl.inputs()
 
 
 def test_catalog_describe_datasets(project_root):

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from rla_pipeline.episodes.video import VideoError, decode_video, encode_video, iter_video_frames
 from rla_pipeline.utils.atomic import TMP_PREFIX, atomic_dir, atomic_write_text
+from rla_pipeline.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -419,9 +420,7 @@ class EpisodeStore:
         if meta.has_mask:
             paths.append(self.mask_path(eid, cam))
         for p in paths:
-            with open(p, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+            sha256_file(p, h)
         return h.hexdigest()
 
     def index(self, episode_ids: list[str] | None = None) -> pd.DataFrame:

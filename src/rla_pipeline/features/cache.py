@@ -44,6 +44,7 @@ import pandas as pd
 
 from rla_pipeline.utils.atomic import TMP_PREFIX, atomic_path, atomic_write_bytes, remove_stale_temps
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +92,6 @@ def dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _remove_old_temps(folder: Path, min_age_s: float) -> int:
@@ -288,7 +283,7 @@ class FeatureCache:
 
         from rla_pipeline.episodes.format import episode_actions, episode_proprio
 
-        steps_key = _sha256_file(store.episode_dir(eid) / "steps.parquet")
+        steps_key = sha256_file(store.episode_dir(eid) / "steps.parquet")
         path = self.steps_path(steps_key)
         if path.exists():
             try:

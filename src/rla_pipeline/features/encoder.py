@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from rla_pipeline import tracking
 from rla_pipeline.utils.config import from_dict
 from rla_pipeline.utils.seeding import resolve_device
+from rla_pipeline.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -148,12 +149,6 @@ def state_dict_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class DinoEncoder:
@@ -235,7 +230,7 @@ class DinoEncoder:
                 raise FileNotFoundError(f"features.encoder.weights: {path} is not a file")
             model = timm.create_model(self.cfg.model_name, pretrained=False, **kwargs)
             _load_into(model, _read_state_dict(path), str(path))
-            return model, f"file:{_file_digest(path)[:12]}"
+            return model, f"file:{sha256_file(path)[:12]}"
         try:
             return self._pretrained(timm, kwargs), "pretrained"
         except WeightsUnavailableError as exc:
