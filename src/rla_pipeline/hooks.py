@@ -71,6 +71,37 @@ def dvc_data_hashes(root: Path, stages: list[str] | None = None) -> dict[str, st
     return tags
 
 
+def node_seed(seed: int, node_name: str) -> int:
+    """The seed of one node: the run's ``seed`` parameter mixed with the node's name (stable across machines)."""
+    import hashlib
+
+    return (int(seed) * 1_000_003 + int(hashlib.sha256(node_name.encode()).hexdigest()[:8], 16)) % (2**31 - 1)
+
+
+class SeedHook:
+    """Seeds python, numpy and torch before every node from the ``seed`` parameter and the node's name.
+
+    Without it a model's initial weights would depend on which nodes happened to run before in the same process
+    (``--pipelines=rla`` alone vs inside ``wmrl``), so the same seed would not give the same numbers.
+    """
+
+    def __init__(self) -> None:
+        self._seed = 0
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        try:
+            self._seed = int((catalog.load("parameters") or {}).get("seed", 0))
+        except Exception:
+            self._seed = 0
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        from rla_pipeline.utils.seeding import seed_everything
+
+        seed_everything(node_seed(self._seed, node.name))
+
+
 class MlflowRunHook:
     """Opens the MLflow run before the pipeline and closes it after (FAILED on error)."""
 

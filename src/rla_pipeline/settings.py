@@ -6,9 +6,9 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 from kedro.config import OmegaConfigLoader  # noqa: E402
 from omegaconf.resolvers import oc  # noqa: E402
 
-from rla_pipeline.hooks import MlflowRunHook  # noqa: E402
+from rla_pipeline.hooks import MlflowRunHook, SeedHook  # noqa: E402
 
-HOOKS = (MlflowRunHook(),)
+HOOKS = (SeedHook(), MlflowRunHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

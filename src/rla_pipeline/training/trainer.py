@@ -290,6 +290,7 @@ def config_fingerprint(config: TrainerConfig, model: nn.Module, loss_fn: Callabl
     # other values mean another training, even with identical shapes.
     fixed = list(model.named_buffers()) + [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
     buffers = {n: _tensor_digest(t) for n, t in fixed}
+    # Not the initial trainable weights: a resumed run restores them from the checkpoint, whatever it built.
     return {
         "data": data_fingerprint,
         "buffers": buffers,

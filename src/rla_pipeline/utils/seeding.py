@@ -11,7 +11,6 @@ def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a hard dependency of the project
