@@ -85,7 +85,7 @@ def build_start_states(token_seqs: Sequence[np.ndarray | torch.Tensor], chunk: i
         raise ValueError("build_start_states needs at least one demo token sequence")
     starts, goals, corr = [], [], []
     for seq in token_seqs:
-        seq = torch.from_numpy(np.array(seq, dtype=np.float32))
+        seq = seq.float() if isinstance(seq, torch.Tensor) else torch.from_numpy(np.asarray(seq, dtype=np.float32))
         T = seq.shape[0]
         starts.append(seq[0])
         goals.append(seq[T - 1])
