@@ -82,8 +82,15 @@ def child_run(name: str, tags: dict[str, Any] | None = None) -> Iterator[str | N
     if not active():
         yield None
         return
+    run = _mlflow().start_run(run_name=name, nested=True, tags={k: str(v) for k, v in (tags or {}).items()})
+    with ending(run) as run_id:
+        yield run_id
+
+
+@contextlib.contextmanager
+def ending(run) -> Iterator[str]:
+    """Yield the id of an MLflow run that was just started; end it FINISHED, or FAILED if the body raises."""
     mlflow = _mlflow()
-    run = mlflow.start_run(run_name=name, nested=True, tags={k: str(v) for k, v in (tags or {}).items()})
     try:
         yield run.info.run_id
     except BaseException:

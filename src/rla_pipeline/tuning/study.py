@@ -296,13 +296,8 @@ def _mlflow_parent(study, cfg: TuneConfig, storage_url: str, created: bool) -> I
     else:
         run = mlflow.start_run(run_id=parent_id, nested=True)
     tracking.log_params({"tune": dataclasses.asdict(cfg)})
-    try:
-        yield run.info.run_id
-    except BaseException:
-        mlflow.end_run(status="FAILED")
-        raise
-    else:
-        mlflow.end_run(status="FINISHED")
+    with tracking.ending(run) as run_id:
+        yield run_id
 
 
 def make_objective(data: TrialData, cfg: TuneConfig, parent_run_id: str | None):
