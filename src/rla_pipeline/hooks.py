@@ -1,13 +1,21 @@
 """One MLflow run per ``kedro run``, tagged with where its numbers came from.
 
 Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else an embedded sqlite store ``mlflow.db`` in the project root.
-Tags: git commit (and whether the tree was dirty), Kedro session/run id, pipeline names, Kedro env, and the DVC
-hashes of the pipeline's data (from ``dvc.lock``). A run that raises is marked FAILED, never left RUNNING.
+Tags: git commit (and whether the tree was dirty), Kedro session/run id, pipeline names, Kedro env, the DVC
+hashes of the pipeline's data (from ``dvc.lock``), and the process that runs it (``process.host``,
+``process.pid``, ``process.started``). A run that raises is marked FAILED, never left RUNNING.
+
+A process killed with SIGKILL (or a machine that lost power) cannot close its run: MLflow would show it RUNNING
+forever. So every ``kedro run`` first sweeps the tracking store for RUNNING runs of *this host* whose process is
+gone (or whose pid now belongs to a newer process) and marks them KILLED (:func:`mark_dead_runs_killed`). A trainer
+child run that resumed from a checkpoint gets ``resumed_from_run_id``: the dead run it continues
+(:func:`link_resumed_runs`).
 """
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -78,6 +86,116 @@ def node_seed(seed: int, node_name: str) -> int:
     return (int(seed) * 1_000_003 + int(hashlib.sha256(node_name.encode()).hexdigest()[:8], 16)) % (2**31 - 1)
 
 
+# ------------------------------------------------------------------------------------------ process liveness
+HOST_TAG, PID_TAG, STARTED_TAG = "process.host", "process.pid", "process.started"
+KILLED_BY_TAG = "process.killed_detected_by"
+RESUMED_FROM_TAG = "resumed_from_run_id"
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time (epoch s) of process ``pid``, or None when there is no such process."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def process_tags(pid: int | None = None) -> dict[str, str]:
+    """The tags that let a later run decide whether this process is still alive."""
+    pid = os.getpid() if pid is None else pid
+    started = _process_start(pid)
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), STARTED_TAG: "" if started is None else f"{started:.2f}"}
+
+
+def process_alive(pid: int, started: str | None) -> bool:
+    """Whether ``pid`` still runs the process that started at ``started`` (a recycled pid does not count)."""
+    now = _process_start(pid)
+    if now is None:
+        return False
+    if not started:
+        return True  # no start time recorded: the pid alone decides
+    # create_time is derived from boot time and clock ticks: allow a little rounding.
+    return abs(now - float(started)) < 1.0
+
+
+def mark_dead_runs_killed(client=None, detected_by: str | None = None) -> list[str]:
+    """Mark KILLED every RUNNING run of this host whose process is gone; returns their ids.
+
+    Runs are matched by the ``process.*`` tags that :class:`MlflowRunHook` and :func:`rla_pipeline.tracking.child_run`
+    set. A RUNNING run without them (an older run, or a nested run of a library) is marked KILLED when its parent
+    was. Runs of other hosts are left alone: their pids mean nothing here.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = client or MlflowClient(tracking_uri())
+    host = socket.gethostname()
+    exp_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    if not exp_ids:
+        return []
+    running = client.search_runs(exp_ids, filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    dead: list[str] = []
+    for run in running:
+        tags = run.data.tags
+        if tags.get(HOST_TAG) != host or not tags.get(PID_TAG, "").isdigit():
+            continue
+        if not process_alive(int(tags[PID_TAG]), tags.get(STARTED_TAG)):
+            dead.append(run.info.run_id)
+    # Children that carry no process tags die with their parent (repeat: grandchildren).
+    dead_set, grew = set(dead), True
+    while grew:
+        grew = False
+        for run in running:
+            rid, tags = run.info.run_id, run.data.tags
+            if rid not in dead_set and PID_TAG not in tags and tags.get("mlflow.parentRunId") in dead_set:
+                dead_set.add(rid)
+                dead.append(rid)
+                grew = True
+    for rid in dead:
+        if detected_by:
+            client.set_tag(rid, KILLED_BY_TAG, detected_by)
+        client.set_terminated(rid, status="KILLED")
+    if dead:
+        logger.warning("marked %d MLflow run(s) KILLED: their process on %s is gone (%s)", len(dead), host,
+                       ", ".join(dead))
+    return dead
+
+
+def link_resumed_runs(parent_run_id: str, client=None) -> dict[str, str]:
+    """Tag each trainer child run of ``parent_run_id`` that resumed from a checkpoint with the run it continues.
+
+    The trainer resumes only from a checkpoint of the same ``trainer.config_hash`` (and run name), and tags the
+    resuming child run ``trainer.resumed_from_step``; the run it continues is the latest earlier run with that
+    name and hash that did not finish (KILLED or FAILED). Returns {child run id: continued run id}.
+    """
+    from mlflow import MlflowClient
+
+    client = client or MlflowClient(tracking_uri())
+    parent = client.get_run(parent_run_id)
+    exp = parent.info.experiment_id
+    children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    links: dict[str, str] = {}
+    for child in children:
+        tags = child.data.tags
+        if "trainer.resumed_from_step" not in tags or RESUMED_FROM_TAG in tags or "trainer.config_hash" not in tags:
+            continue
+        name = child.info.run_name.replace("'", "")
+        before = client.search_runs(
+            [exp],
+            filter_string=f"attributes.run_name = '{name}' and tags.`trainer.config_hash` = '{tags['trainer.config_hash']}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        before = [r for r in before if r.info.status in ("KILLED", "FAILED")
+                  and r.info.start_time < child.info.start_time and r.info.run_id != child.info.run_id]
+        if before:
+            links[child.info.run_id] = before[0].info.run_id
+            client.set_tag(child.info.run_id, RESUMED_FROM_TAG, before[0].info.run_id)
+            client.set_tag(parent_run_id, f"{RESUMED_FROM_TAG}.{child.info.run_name}", before[0].info.run_id)
+    return links
+
+
 class SeedHook:
     """Seeds python, numpy and torch before every node from the ``seed`` parameter and the node's name.
 
@@ -132,8 +250,13 @@ class MlflowRunHook:
             "kedro.env": run_params.get("env") or "local",
             **git_info(root),
             **dvc_data_hashes(root, stages),
+            **process_tags(),
         }
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        try:
+            mark_dead_runs_killed(mlflow.MlflowClient(), detected_by=self._run_id)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a pipeline
+            logger.warning("could not sweep for killed MLflow runs: %s", exc)
         try:
             params = catalog.load("parameters")
         except Exception:
@@ -154,6 +277,10 @@ class MlflowRunHook:
             from rla_pipeline.tracking import log_metrics
 
             log_metrics({f"node_seconds.{node.name}": time.perf_counter() - t0})
+            try:
+                link_resumed_runs(self._run_id)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("could not link resumed training runs: %s", exc)
 
     def _end(self, status: str) -> None:
         import mlflow

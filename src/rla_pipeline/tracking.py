@@ -82,7 +82,11 @@ def child_run(name: str, tags: dict[str, Any] | None = None) -> Iterator[str | N
     if not active():
         yield None
         return
-    run = _mlflow().start_run(run_name=name, nested=True, tags={k: str(v) for k, v in (tags or {}).items()})
+    from rla_pipeline.hooks import process_tags
+
+    # process.* tags: a later `kedro run` marks this child KILLED if its process dies with it still open.
+    tags = {**process_tags(), **(tags or {})}
+    run = _mlflow().start_run(run_name=name, nested=True, tags={k: str(v) for k, v in tags.items()})
     with ending(run) as run_id:
         yield run_id
 
