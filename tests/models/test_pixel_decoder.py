@@ -86,3 +86,21 @@ def test_frames_to_images_resizes_and_scales():
     assert imgs.shape == (2, 3, 16, 16)
     torch.testing.assert_close(imgs[:, 0], torch.ones(2, 16, 16))
     torch.testing.assert_close(imgs[:, 1:], torch.zeros(2, 2, 16, 16))
+
+
+def test_paper_size_builds_and_runs_on_the_meta_device(project_root):
+    """conf/paper's decoder (32 x 32 tokens x 1024 dims -> 512 px) builds and runs forward + loss + backward without
+    memory (meta tensors): any tensor the forward pass made on the CPU would fail here."""
+    import yaml
+
+    block = yaml.safe_load((project_root / "conf/paper/parameters_pixel_decoder.yml").read_text())["pixel_decoder"]
+    cfg = PixelDecoderConfig.from_dict({"num_tokens": 1024, "token_dim": 1024, **block["model"]})
+    with torch.device("meta"):
+        m = PixelDecoder(cfg)
+    n = sum(p.numel() for p in m.parameters())
+    print(f"paper-size pixel decoder: {n / 1e6:.1f} M parameters")
+    assert 10e6 < n < 200e6
+    batch = {"tokens": torch.empty(2, 1024, 1024, device="meta"), "image": torch.empty(2, 3, 512, 512, device="meta")}
+    loss, _ = pixel_decoder_loss(m, batch)
+    loss.backward()
+    assert m.to_rgb.weight.grad is not None and m.to_rgb.weight.grad.device.type == "meta"

@@ -39,6 +39,20 @@ def _params(project_root) -> dict:
     return yaml.safe_load((project_root / "conf" / "test" / "parameters_pixel_decoder.yml").read_text())["pixel_decoder"]
 
 
+def test_every_output_is_in_the_catalog_and_every_env_parses(project_root):
+    from rla_pipeline.models.pixel_decoder import PixelDecoderConfig
+    from rla_pipeline.pipelines.pixel_decoder.pipeline import create_pipeline
+    from rla_pipeline.stages.pixel_decoder import PixelDecoderParams
+
+    catalog = yaml.safe_load((project_root / "conf/base/catalog_pixel_decoder.yml").read_text())
+    assert create_pipeline().all_outputs() == set(catalog)
+    for env in ("base", "test", "paper"):
+        block = yaml.safe_load((project_root / "conf" / env / "parameters_pixel_decoder.yml").read_text())
+        assert set(block) == {"pixel_decoder"}
+        p = PixelDecoderParams.from_dict(block["pixel_decoder"])  # strict: an unknown key raises
+        PixelDecoderConfig.from_dict(p.model)
+
+
 def test_split_is_the_rla_split_by_episode(data, project_root):
     from rla_pipeline.stages import pixel_decoder as stage
     from rla_pipeline.stages import rla
