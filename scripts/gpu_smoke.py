@@ -7,7 +7,8 @@ Stages, each through the project's own code (no copies of it):
                  training.trainer.train: RLA, RLA-WM, the two world-model baselines, BC-ResNet, BC+RLA, token BC
   ppo            one imagined PPO iteration (rl.ppo.train_ppo in rl.imagined_env.ImaginedVectorEnv over RLA-WM)
   ddp            the RLA trainer with TrainerConfig.num_processes = all visible GPUs (NCCL; gloo and 2 processes on
-                 the CPU), i.e. training.distributed.launch_local (torchrun's engine)
+                 the CPU), i.e. training.distributed.launch_local (torchrun's engine); with ONE visible GPU the
+                 trainer does not start a process group, so a 1-rank NCCL group + DDP wrapper is run directly
 Prints a table: stage, status, step time (median over the steps after the first), peak memory, detail.
 A failing stage is reported (status FAIL + the error) and the others still run; the exit code is 1 if any failed.
 
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -363,8 +365,10 @@ class Smoke:
         from rla_pipeline.training.trainer import train
 
         n = torch.cuda.device_count() if self.device.type == "cuda" else 2
+        if self.args.ddp_single:
+            n = 1
         if n < 2:
-            return {"status": "skip", "detail": f"{n} GPU visible: DDP over NCCL needs >= 2 (nothing to reduce over)"}
+            return self.ddp_one_rank()
         ds = self._pairs(self.sz.rla_samples)
         model = build_model("ResidualLatentActionAutoencoder",
                             {"num_tokens": ds.num_tokens, "token_dim": ds.token_dim, **self.sz.rla_model})
@@ -380,6 +384,52 @@ class Smoke:
         return {"step_s": s["step_s"], "memory_mib": s["memory_mib"], "memory_from_worker": True,
                 "detail": f"RLA trainer, {d['backend']} x {d['world_size']} processes, global batch {bs}"}
 
+    def ddp_one_rank(self) -> dict:
+        """One visible GPU: the trainer only builds a process group for >= 2 processes, so here a 1-rank NCCL
+        group is made directly (NCCL loads, the communicator starts, DDP's all-reduce runs in backward) around
+        the RLA at paper width. gloo on the CPU (``--ddp-single``)."""
+        import torch
+        import torch.distributed as dist
+        from torch.utils.data import DataLoader
+
+        from rla_pipeline.models.registry import build_model
+        from rla_pipeline.models.rla import rla_loss
+        from rla_pipeline.training.distributed import backend_for
+
+        ds = self._pairs(self.sz.rla_samples)
+        model = build_model("ResidualLatentActionAutoencoder",
+                            {"num_tokens": ds.num_tokens, "token_dim": ds.token_dim, **self.sz.rla_model})
+        model.set_token_stats(*self._token_stats())
+        model.to(self.device)
+        backend = backend_for(self.device)
+        store = dist.FileStore(str(self.tmp / "one_rank_store"), 1)
+        kw = {"device_id": self.device} if self.device.type == "cuda" else {}
+        dist.init_process_group(backend, store=store, rank=0, world_size=1, **kw)
+        try:
+            ddp_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index or 0] if self.device.type == "cuda" else None)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            bs = min(self.sz.batch_size, len(ds))
+            loader = iter(DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True))
+            times = []
+            for _ in range(self.args.steps):
+                batch = {k: v.to(self.device) for k, v in next(loader).items() if isinstance(v, torch.Tensor)}
+                with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                    loss, _ = rla_loss(ddp_model, batch)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter())
+            world = dist.get_world_size()
+        finally:
+            dist.destroy_process_group()
+        st = [b - a for a, b in zip(times, times[1:])]
+        return {"step_s": statistics.median(st) if st else float("nan"),
+                "detail": f"1 device: {backend} x {world} process group + DDP wrapper (not the trainer's launcher, "
+                          f"which needs >= 2 processes), batch {bs}"}
+
     def run(self) -> int:
         import torch
 
@@ -387,14 +437,13 @@ class Smoke:
         self.stage("features", self.features)
         if self.data is None:
             return self.report()
-        self.stage("train.rla", self.train_rla)
-        for kind in ("rla_wm", "deterministic", "absolute_flow"):
-            self.stage(f"train.{kind}", lambda k=kind: self.train_world_model(k))
-        self.stage("train.bc", lambda: self.train_bc(False))
-        self.stage("train.bc_rla", lambda: self.train_bc(True))
-        self.stage("train.token_bc", self.train_token_bc)
-        self.stage("ppo", self.ppo)
-        self.stage("ddp", self.ddp)
+        stages = [("train.rla", self.train_rla)]
+        stages += [(f"train.{k}", lambda k=k: self.train_world_model(k)) for k in ("rla_wm", "deterministic", "absolute_flow")]
+        stages += [("train.bc", lambda: self.train_bc(False)), ("train.bc_rla", lambda: self.train_bc(True)),
+                   ("train.token_bc", self.train_token_bc), ("ppo", self.ppo), ("ddp", self.ddp)]
+        for name, fn in stages:
+            if self.args.stages is None or name in self.args.stages:
+                self.stage(name, fn)
         del torch
         return self.report()
 
@@ -425,14 +474,24 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="random",
                     help="encoder weights at paper scale: random (default, labelled) | /path/to/model.safetensors")
     ap.add_argument("--json", default=None, help="also write the table rows to this JSON file")
+    ap.add_argument("--ddp-single", action="store_true",
+                    help="the one-device DDP path (what a 1-GPU machine runs) instead of the trainer's 2-process one")
+    ap.add_argument("--stages", default=None,
+                    help="comma-separated subset, e.g. ddp or train.rla,train.rla_wm (features always run; stages "
+                         "that need an earlier one's model fail without it)")
     args = ap.parse_args(argv)
+    args.stages = None if args.stages is None else set(args.stages.split(","))
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_smoke: CUDA is not available here; use --device cpu --tiny to check the script", file=sys.stderr)
         return 2
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
-    return Smoke(args).run()
+    smoke = Smoke(args)
+    try:
+        return smoke.run()
+    finally:
+        shutil.rmtree(smoke.tmp, ignore_errors=True)  # paper scale: ~0.3 GB of episodes and tokens
 
 
 if __name__ == "__main__":

@@ -37,3 +37,17 @@ def test_gpu_smoke_runs_every_stage_on_the_cpu(tmp_path):
     # the printed markdown table
     table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert len(table) == 2 + len(STAGES)  # header, separator, one row per stage
+
+
+def test_gpu_smoke_one_device_ddp_path(tmp_path):
+    """What a 1-GPU machine runs for the DDP row (a 1-rank process group + DDP wrapper), here with gloo."""
+    out = tmp_path / "smoke.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "KEDRO_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_smoke.py"), "--device", "cpu", "--tiny",
+                           "--steps", "3", "--ddp-single", "--stages", "ddp", "--json", str(out)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    rows = {r["stage"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["features", "ddp"]
+    assert rows["ddp"]["status"] == "ok" and "gloo x 1 process group + DDP wrapper" in rows["ddp"]["detail"]
+    assert math.isfinite(rows["ddp"]["step_s"]) and rows["ddp"]["step_s"] > 0
