@@ -11,12 +11,14 @@ export KEDRO_DISABLE_TELEMETRY := true
 export MS_SKIP_ASSET_DOWNLOAD_PROMPT := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test repro viz viz-build bench-features clean-data help
+.PHONY: setup run test repro viz viz-build bench-features gpu-smoke bench clean-data help
 help:
 	@echo "make run    - set up (venv, pinned deps, simulator rendering, DVC) and run kedro run --pipelines=$(PIPELINE)"
 	@echo "make test   - set up and run the test suite"
 	@echo "make repro  - dvc repro (one stage per pipeline), then dvc status"
 	@echo "make viz    - kedro viz on http://127.0.0.1:4141"
+	@echo "make gpu-smoke - every paper-scale stage for a few steps on CUDA (scripts/gpu_smoke.py; needs a GPU)"
+	@echo "make bench - where the time goes: trainer throughput, cache vs on-the-fly, imagined vs real env (docs/benchmarks.md)"
 
 $(VENV)/.installed: requirements.lock.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -56,3 +58,10 @@ viz-build: setup
 
 bench-features: setup
 	$(BIN)/python scripts/bench_features.py
+
+# Needs a CUDA machine; `python scripts/gpu_smoke.py --device cpu --tiny` checks the script on a CPU.
+gpu-smoke: setup
+	$(BIN)/python scripts/gpu_smoke.py
+
+bench: setup
+	$(BIN)/python scripts/bench_throughput.py
