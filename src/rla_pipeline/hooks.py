@@ -23,6 +23,9 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+# process.* tags live in tracking.py: trainers (below the Kedro floor) open child runs with them too.
+from rla_pipeline.tracking import HOST_TAG, PID_TAG, STARTED_TAG, process_alive, process_tags  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
 EXPERIMENT_ENV = "RLA_MLFLOW_EXPERIMENT"
@@ -86,38 +89,9 @@ def node_seed(seed: int, node_name: str) -> int:
     return (int(seed) * 1_000_003 + int(hashlib.sha256(node_name.encode()).hexdigest()[:8], 16)) % (2**31 - 1)
 
 
-# ------------------------------------------------------------------------------------------ process liveness
-HOST_TAG, PID_TAG, STARTED_TAG = "process.host", "process.pid", "process.started"
+# ------------------------------------------------------------------------------------------ killed runs
 KILLED_BY_TAG = "process.killed_detected_by"
 RESUMED_FROM_TAG = "resumed_from_run_id"
-
-
-def _process_start(pid: int) -> float | None:
-    """Start time (epoch s) of process ``pid``, or None when there is no such process."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-
-
-def process_tags(pid: int | None = None) -> dict[str, str]:
-    """The tags that let a later run decide whether this process is still alive."""
-    pid = os.getpid() if pid is None else pid
-    started = _process_start(pid)
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), STARTED_TAG: "" if started is None else f"{started:.2f}"}
-
-
-def process_alive(pid: int, started: str | None) -> bool:
-    """Whether ``pid`` still runs the process that started at ``started`` (a recycled pid does not count)."""
-    now = _process_start(pid)
-    if now is None:
-        return False
-    if not started:
-        return True  # no start time recorded: the pid alone decides
-    # create_time is derived from boot time and clock ticks: allow a little rounding.
-    return abs(now - float(started)) < 1.0
 
 
 def mark_dead_runs_killed(client=None, detected_by: str | None = None) -> list[str]:

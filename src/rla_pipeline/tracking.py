@@ -8,11 +8,47 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import socket
 from typing import Any, Iterator
 
 from rla_pipeline.utils.config import flatten
 
 logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ process liveness
+# Set on every run this project opens, so that a later `kedro run` can tell a run whose process was killed
+# (hooks.mark_dead_runs_killed).
+HOST_TAG, PID_TAG, STARTED_TAG = "process.host", "process.pid", "process.started"
+
+
+def _process_start(pid: int) -> float | None:
+    """Start time (epoch s) of process ``pid``, or None when there is no such process."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def process_tags(pid: int | None = None) -> dict[str, str]:
+    """The tags that let a later run decide whether this process is still alive."""
+    pid = os.getpid() if pid is None else pid
+    started = _process_start(pid)
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(pid), STARTED_TAG: "" if started is None else f"{started:.2f}"}
+
+
+def process_alive(pid: int, started: str | None) -> bool:
+    """Whether ``pid`` still runs the process that started at ``started`` (a recycled pid does not count)."""
+    now = _process_start(pid)
+    if now is None:
+        return False
+    if not started:
+        return True  # no start time recorded: the pid alone decides
+    # create_time is derived from boot time and clock ticks: allow a little rounding.
+    return abs(now - float(started)) < 1.0
 
 
 def _mlflow():
@@ -82,8 +118,6 @@ def child_run(name: str, tags: dict[str, Any] | None = None) -> Iterator[str | N
     if not active():
         yield None
         return
-    from rla_pipeline.hooks import process_tags
-
     # process.* tags: a later `kedro run` marks this child KILLED if its process dies with it still open.
     tags = {**process_tags(), **(tags or {})}
     run = _mlflow().start_run(run_name=name, nested=True, tags={k: str(v) for k, v in tags.items()})

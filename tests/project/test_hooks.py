@@ -82,7 +82,7 @@ def test_dvc_hashes_read_from_lock(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ runs whose process died (kill -9)
 def _dead_pid() -> tuple[int, str]:
     """A real process, killed with SIGKILL: its pid and the start time tag it had."""
-    from rla_pipeline.hooks import STARTED_TAG, process_tags
+    from rla_pipeline.tracking import STARTED_TAG, process_tags
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     started = process_tags(proc.pid)[STARTED_TAG]
@@ -92,7 +92,7 @@ def _dead_pid() -> tuple[int, str]:
 
 
 def test_process_alive_sees_a_killed_process_and_a_recycled_pid():
-    from rla_pipeline.hooks import STARTED_TAG, process_alive, process_tags
+    from rla_pipeline.tracking import STARTED_TAG, process_alive, process_tags
 
     me = process_tags()
     assert process_alive(int(me["process.pid"]), me[STARTED_TAG])
@@ -105,7 +105,8 @@ def test_process_alive_sees_a_killed_process_and_a_recycled_pid():
 def test_runs_of_dead_processes_on_this_host_are_marked_killed_and_the_rest_left_alone(mlflow_uri):
     import mlflow
 
-    from rla_pipeline.hooks import mark_dead_runs_killed, process_tags
+    from rla_pipeline.hooks import mark_dead_runs_killed
+    from rla_pipeline.tracking import process_tags
 
     client = MlflowClient(mlflow_uri)
     exp = client.create_experiment("sweep")

@@ -27,7 +27,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+def _stop_group(proc: subprocess.Popen, timeout: float = 5.0) -> None:
     """SIGTERM the process group (mlflow server forks uvicorn workers), then SIGKILL what is left."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
