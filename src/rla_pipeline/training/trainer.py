@@ -33,17 +33,23 @@ from rla_pipeline import tracking
 from rla_pipeline.training import distributed as ddp
 from rla_pipeline.training import mlflow_logging
 # Re-exported: callers import these from ``training.trainer`` (the public names before the split).
-from rla_pipeline.training.batches import mean_loss_metrics, move_to  # noqa: F401
-from rla_pipeline.training.config import (AMP_MODES, HASHED_FIELDS, CheckpointMismatchWarning,  # noqa: F401
+from rla_pipeline.training.batches import mean_loss_metrics, move_to
+from rla_pipeline.training.config import (AMP_MODES, HASHED_FIELDS, CheckpointMismatchWarning,
                                           NonFiniteLossError, TrainerConfig, TrainResult)
 from rla_pipeline.training.loop import train_in_process
-from rla_pipeline.training.resume import config_fingerprint, dataset_fingerprint  # noqa: F401
+from rla_pipeline.training.resume import config_fingerprint, dataset_fingerprint
 from rla_pipeline.training.resume import config_hash as compute_config_hash
 from rla_pipeline.training.resume import find_resumable, finished_result
-from rla_pipeline.training.sampling import EpochKeyedDataset, GlobalBatchSampler, epoch_order  # noqa: F401
+from rla_pipeline.training.sampling import EpochKeyedDataset, GlobalBatchSampler, epoch_order
 from rla_pipeline.utils.seeding import resolve_device
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "AMP_MODES", "HASHED_FIELDS", "CheckpointMismatchWarning", "EpochKeyedDataset", "GlobalBatchSampler",
+    "NonFiniteLossError", "TrainResult", "TrainerConfig", "config_fingerprint", "dataset_fingerprint", "epoch_order",
+    "mean_loss_metrics", "move_to", "train",
+]
 
 
 def train(
