@@ -157,13 +157,7 @@ class FeatureCache:
 
     def tokens(self, eid: str) -> np.ndarray:
         """float16 (T, N, D) memory-mapped from the entry file (read-only, nothing loaded until touched)."""
-        return memmap_tokens(self.root / self._row(eid)["path"], mode="r")
-
-    def load(self, eid: str):
-        """torch.float16 (T, N, D) backed by a copy-on-write memory map of the entry (no full read)."""
-        import torch
-
-        return torch.from_numpy(memmap_tokens(self.root / self._row(eid)["path"], mode="c"))
+        return memmap_tokens(self.root / self._row(eid)["path"])
 
     def steps(self, eid: str) -> dict[str, np.ndarray]:
         """The episode's ``action`` float32 (T, A) and ``proprio`` (T, P) arrays (keys absent when the episode has none)."""

@@ -101,11 +101,11 @@ def verify_entry(path: Path, expect_key: str | None = None, full: bool = True) -
     return out
 
 
-def memmap_tokens(path: str | os.PathLike, mode: str = "r") -> np.memmap:
-    """The entry's tokens float16 (T, N, D) as a memory map (``mode`` "r": read-only, "c": copy-on-write)."""
+def memmap_tokens(path: str | os.PathLike) -> np.memmap:
+    """The entry's tokens float16 (T, N, D) as a read-only memory map (nothing is read until touched)."""
     header, start = read_header(path)
     info = header["tokens"]
-    return np.memmap(path, dtype=np.float16, mode=mode, offset=start + info["data_offsets"][0],
+    return np.memmap(path, dtype=np.float16, mode="r", offset=start + info["data_offsets"][0],
                      shape=tuple(info["shape"]))
 
 
