@@ -33,6 +33,8 @@ TINY_CONFIGS: dict[str, dict] = {
                        "latent_tokens": 2, "latent_dim": 2},
     "TokenPolicy": {"num_tokens": 4, "token_dim": 8, "action_dim": 2, "chunk": 2, "proprio_dim": 3, "num_tasks": 2,
                     "task_names": ["PushCube-v1", "PickCube-v1"], "token_proj": 2, "hidden": 8},
+    "PixelDecoder": {"num_tokens": 4, "token_dim": 8, "image_size": 8, "channels": [4, 4], "blocks_per_level": 1,
+                     "groups": 2},
 }
 
 
