@@ -1,4 +1,5 @@
-"""The ``rla`` and ``world_model`` pipelines end to end on tiny synthetic data (real cache, real trainer)."""
+"""The ``rla`` and ``world_model`` stages as their pipelines wire them, on tiny synthetic data (real cache, real
+trainer), and the typed configs they build from the test parameters."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,11 +27,16 @@ def tiny_cache(tmp_path_factory):
 
 
 def _params(project_root, name):
-    return yaml.safe_load((project_root / "conf" / "test" / f"parameters_{name}.yml").read_text())[name]
+    """conf/base merged with conf/test, key by key (what `kedro run --env=test` gives the node)."""
+    from omegaconf import OmegaConf
+
+    base = yaml.safe_load((project_root / "conf" / "base" / f"parameters_{name}.yml").read_text())[name]
+    test = yaml.safe_load((project_root / "conf" / "test" / f"parameters_{name}.yml").read_text())[name]
+    return OmegaConf.to_container(OmegaConf.merge(base, test))
 
 
 def test_splits_are_deterministic_and_hold_out_the_task(tiny_cache, project_root):
-    from rla_pipeline.pipelines.rla.nodes import split_episodes
+    from rla_pipeline.stages.rla import split_episodes
 
     _, index, manifest = tiny_cache
     params = _params(project_root, "rla")
@@ -46,8 +52,8 @@ def test_rla_and_world_model_pipelines_run(tiny_cache, project_root, tmp_path):
     import torch
 
     from rla_pipeline.datasets.torch_model import TorchModelDataset
-    from rla_pipeline.pipelines.rla import nodes as rla_nodes
-    from rla_pipeline.pipelines.world_model import nodes as wm_nodes
+    from rla_pipeline.stages import rla as rla_nodes
+    from rla_pipeline.stages import world_model as wm_nodes
 
     cache, index, manifest = tiny_cache
     rp, wp = _params(project_root, "rla"), _params(project_root, "world_model")
@@ -97,7 +103,7 @@ def test_pipelines_are_registered_with_catalog_entries(project_root):
 
 def test_rla_node_trains_the_tuned_shape_only_when_asked(tiny_cache, project_root):
     """The tune pipeline's best shape reaches `rla` without hand copying (rla.use_tuned_shape)."""
-    from rla_pipeline.pipelines.rla import nodes as rla_nodes
+    from rla_pipeline.stages import rla as rla_nodes
 
     cache, index, manifest = tiny_cache
     rp = {**_params(project_root, "rla")}
@@ -111,3 +117,27 @@ def test_rla_node_trains_the_tuned_shape_only_when_asked(tiny_cache, project_roo
     assert (tuned_model.config.latent_tokens, tuned_model.config.latent_dim) == (3, 5)
     with pytest.raises(ValueError, match="run `kedro run --pipelines=tune`"):
         rla_nodes.train_rla(cache, splits, index, {**rp, "use_tuned_shape": True}, "cpu", None)
+
+
+def test_rla_and_world_model_builds_share_one_builder(tiny_cache, project_root):
+    """tune trains through the rla stage's builders: same data, same token stats, same model for the same shape."""
+    from rla_pipeline.stages import rla as stage
+    from rla_pipeline.stages.tune import build_trial_data
+
+    cache, index, manifest = tiny_cache
+    rp = _params(project_root, "rla")
+    cfg = stage.RLAStageConfig.from_dict(rp)
+    splits = stage.split_episodes(index, manifest, rp, seed=0)
+    data = stage.build_rla_data(cache, splits, index, cfg)
+    model = stage.build_rla_model(data, cfg.model, (3, 5))
+    assert (model.config.num_tokens, model.config.token_dim) == (data.train.num_tokens, data.train.token_dim)
+    assert (model.config.latent_tokens, model.config.latent_dim, model.config.width) == (3, 5, cfg.model.width)
+    assert torch_equal(model.token_mean, data.token_stats[0]) and torch_equal(model.token_std, data.token_stats[1])
+    trial = build_trial_data(cache, index, splits, rp, "cpu")
+    assert trial.describe == {"train_pairs": len(data.train), "val_pairs": len(data.val)}
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

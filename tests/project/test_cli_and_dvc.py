@@ -44,6 +44,28 @@ def test_wmrl_chains_every_stage_and_is_the_default(project_root):
     assert "report_html" in wmrl.outputs() and "episodes" in wmrl.inputs()
 
 
+def test_every_pipeline_checks_all_parameters_first(project_root):
+    from kedro.framework.project import configure_project, pipelines
+
+    configure_project("rla_pipeline")
+    # ingestion and features build their own config in their first node (and run on hand-built catalogs in tests)
+    for name in ("rla", "world_model", "actionless_bc", "rl", "evaluation", "tune", "wmrl"):
+        first = pipelines[name].nodes[0]
+        assert first.name == "check_parameters" and first.inputs == ["parameters"], name
+
+
+def test_a_parameter_typo_stops_the_run_before_any_stage(project_root, tmp_path):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "RLA_DATA_ROOT": str(tmp_path / "data"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    res = subprocess.run([str(BIN / "kedro"), "run", "--pipelines=rla", "--env=test",
+                          "--params", "rla.trainer.max_step=3"], cwd=project_root, capture_output=True, text=True,
+                         timeout=300, env=env)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    # the ConfigError of the first node, not the missing episode index that split_episodes would trip on
+    assert "ConfigError" in out and "max_step" in out and "rla.trainer" in out, out[-3000:]
+
+
 def test_catalog_describe_datasets(project_root):
     out = _run([str(BIN / "kedro"), "catalog", "describe-datasets", "-p", "ingestion"], project_root)
     assert "episode_index" in out

@@ -1,4 +1,4 @@
-"""The policy stages end to end on small real episodes (synthetic pushing videos, real DINO cache with random
+"""The policy stages (``stages.bc``, ``stages.wmrl``, ``stages.evaluation``) end to end on small real episodes (synthetic pushing videos, real DINO cache with random
 weights, untrained tiny RLA and world model): BC, BC+RLA, token BC, WMRL and the tables run and fit together."""
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from rla_pipeline.models.policy import BCResNetPolicy, TokenPolicy
-from rla_pipeline.rl.stages import (
-    ActionlessBCConfig, EvaluationConfig, WMRLConfig, eval_seeds, train_bc_stage, train_token_bc_stage,
-    train_wmrl_stage,
-)
+from rla_pipeline.stages.bc import ActionlessBCConfig, train_bc_policy
+from rla_pipeline.stages.evaluation import EvaluationConfig, eval_seeds
+from rla_pipeline.stages.wmrl import WMRLConfig, train_token_bc, train_wmrl
 
 TASKS = ["SynA-v0", "SynB-v0"]
 TRAINER = {"max_steps": 3, "batch_size": 8, "warmup_steps": 0, "log_every": 1, "val_every": 3,
@@ -48,8 +47,8 @@ def test_bc_and_bc_rla_stages(data):
     store, index, cache, rla, _ = data
     cfg = ActionlessBCConfig.from_dict({"episodes": EPISODES, "policy": {"image_size": 32, "hidden": 16, "chunk": 4},
                                         "trainer": TRAINER})
-    bc, hist = train_bc_stage(store, index, TASKS, cfg, seed=0, device="cpu", run_name="bc")
-    bc_rla, hist_rla = train_bc_stage(store, index, TASKS, cfg, seed=0, device="cpu", run_name="bc_rla",
+    bc, hist = train_bc_policy(store, index, TASKS, cfg, seed=0, device="cpu", run_name="bc")
+    bc_rla, hist_rla = train_bc_policy(store, index, TASKS, cfg, seed=0, device="cpu", run_name="bc_rla",
                                       cache=cache, rla=rla)
     assert isinstance(bc, BCResNetPolicy) and bc.latent_head is None and bc.config.task_names == TASKS
     assert bc_rla.latent_head is not None and bc_rla.config.latent_tokens == 2
@@ -64,9 +63,9 @@ def test_token_bc_then_wmrl(data):
                                 "bc_trainer": TRAINER, "env": {"num_envs": 4, "max_chunks": 2},
                                 "ppo": {"total_env_steps": 16, "num_steps": 2, "num_minibatches": 2,
                                         "critic_warmup_updates": 1}, "eval_episodes": 4})
-    policy, hist = train_token_bc_stage(cache, index, TASKS, cfg, seed=0, device="cpu")
+    policy, hist = train_token_bc(cache, index, cfg, TASKS, seed=0, device="cpu")
     assert isinstance(policy, TokenPolicy) and policy.config.num_tokens == 4 and len(hist)
-    wmrl, ppo_hist, calib = train_wmrl_stage(wm, policy, cache, index, TASKS, cfg, seed=0, device="cpu")
+    wmrl, ppo_hist, calib = train_wmrl(wm, policy, cache, index, cfg, TASKS, seed=0, device="cpu")
     assert isinstance(wmrl, TokenPolicy) and len(ppo_hist) == 2
     assert calib.iloc[0]["success_threshold"] > 0 and calib.iloc[0]["threshold_source"].startswith("calibrated")
     assert not torch.equal(wmrl.log_std, policy.log_std) or not all(
@@ -77,3 +76,23 @@ def test_token_bc_then_wmrl(data):
 def test_eval_seeds_are_a_separate_range():
     seeds = eval_seeds(EvaluationConfig(n_episodes=3), seed=0)
     assert seeds == [10_000, 10_001, 10_002]
+
+
+def test_bc_checkpoints_go_under_the_one_root(data, tmp_path):
+    store, index, _, _, _ = data
+    cfg = ActionlessBCConfig.from_dict({"episodes": EPISODES, "policy": {"image_size": 32, "hidden": 16, "chunk": 4},
+                                        "trainer": {**TRAINER, "checkpoint_every": 3}})
+    train_bc_policy(store, index, TASKS, cfg, seed=0, device="cpu", run_name="bc", checkpoint_root=str(tmp_path))
+    assert list((tmp_path / "actionless_bc" / "bc").iterdir())  # <root>/<stage>/<run>
+
+
+def test_sim_config_takes_the_training_episodes_size_and_control_mode(data):
+    from rla_pipeline.stages.evaluation import sim_config
+
+    _, index, _, _, _ = data
+    index = index.assign(control_mode="pd_joint_delta_pos")
+    scfg = sim_config(EvaluationConfig.from_dict({"sim": {"image_size": None, "control_mode": None}}), index, TASKS)
+    assert scfg.image_size == int(index["height"].iloc[0]) and scfg.control_mode == "pd_joint_delta_pos"
+    fixed = sim_config(EvaluationConfig.from_dict({"sim": {"image_size": 64, "control_mode": "pd_ee_delta_pos"}}),
+                       index, TASKS)
+    assert (fixed.image_size, fixed.control_mode) == (64, "pd_ee_delta_pos")

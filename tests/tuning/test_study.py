@@ -12,7 +12,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from rla_pipeline.stages.rla import tuned_latent_shape
 from rla_pipeline.tuning import study as S
+from rla_pipeline.tuning.config import parse_shape
+from rla_pipeline.tuning.results import tradeoff_figure, trials_table, tuned_shape
+from rla_pipeline.tuning.storage import STORAGE_ENV, sqlite_url
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -21,7 +25,7 @@ import tiny  # noqa: E402
 
 def _env(**extra):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
-    env.pop(S.STORAGE_ENV, None)
+    env.pop(STORAGE_ENV, None)
     return env
 
 
@@ -37,7 +41,7 @@ def _counted(study):
 def test_two_worker_processes_finish_exactly_n_trials_with_mlflow_runs(tmp_path):
     import mlflow
 
-    storage = S.sqlite_url(tmp_path / "optuna.db")
+    storage = sqlite_url(tmp_path / "optuna.db")
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(mlflow_uri)  # create the MLflow schema once, not racing in two workers
     mlflow.set_experiment("rla-pipeline")
@@ -81,7 +85,7 @@ def test_two_worker_processes_finish_exactly_n_trials_with_mlflow_runs(tmp_path)
 
 def test_killed_worker_resumes_keeping_finished_trials_and_best_shape_round_trips(tmp_path, monkeypatch):
     monkeypatch.setenv("RLA_TUNE_MLFLOW", "0")
-    storage = S.sqlite_url(tmp_path / "optuna.db")
+    storage = sqlite_url(tmp_path / "optuna.db")
     n = 4
     log = open(tmp_path / "w.log", "w")
     proc = _worker(storage, "resume", n, _env(RLA_TUNE_MLFLOW="0"), steps=200, log=log)
@@ -129,20 +133,29 @@ def test_killed_worker_resumes_keeping_finished_trials_and_best_shape_round_trip
 
     shape_ds = OptionalYAMLDataset(str(tmp_path / "rla_tuned_shape.yml"))
     assert shape_ds.load() is None  # tuning not run yet: an optional input
-    best = S.tuned_shape(again, cfg, storage)
+    best = tuned_shape(again, cfg, storage)
     shape_ds.save(best)
     back = shape_ds.load()
-    k, d = S.parse_shape(again.best_trial.params["shape"])
+    k, d = parse_shape(again.best_trial.params["shape"])
     assert (back["latent_tokens"], back["latent_dim"]) == (k, d)
     assert back["best_value"] == pytest.approx(again.best_value)
     assert back["n_complete"] + back["n_pruned"] == n and len(back["trials"]) == n
-    model = S.apply_tuned_shape({"width": 32, "latent_tokens": 99, "latent_dim": 99}, back, use_tuned_shape=True)
-    assert model == {"width": 32, "latent_tokens": k, "latent_dim": d}
-    assert S.apply_tuned_shape({"latent_tokens": 99}, None, use_tuned_shape=False) == {"latent_tokens": 99}
+    assert tuned_latent_shape(back, use_tuned_shape=True) == (k, d)  # what the rla stage trains
+    assert tuned_latent_shape(back, use_tuned_shape=False) is None  # the configured shape
     with pytest.raises(ValueError, match="tune"):
-        S.apply_tuned_shape({}, None, use_tuned_shape=True)
+        tuned_latent_shape(None, use_tuned_shape=True)
     png = PNGDataset(str(tmp_path / "tradeoff.png"))
-    png.save(S.tradeoff_figure(back["trials"], back["metric"], back["best_trial"]))
+    png.save(tradeoff_figure(back["trials"], back["metric"], back["best_trial"]))
     assert png.load()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = S.trials_table(again)
+    table = trials_table(again)
     assert set(table["state"]) <= {"COMPLETE", "PRUNED", "FAIL"} and (table["latent_size"].dropna() > 0).all()
+
+
+@pytest.mark.parametrize("module", ["rla_pipeline.pipelines.tune.worker", "rla_pipeline.tuning.study"])
+def test_worker_cli_keeps_its_flags(module):
+    """The extra-worker command (and its old name) parse the documented flags."""
+    res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300,
+                         env=_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    for flag in ("--storage", "--study", "--n-trials", "--env", "--project"):
+        assert flag in res.stdout

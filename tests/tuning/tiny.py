@@ -25,6 +25,8 @@ class TinyTokenPairs(Dataset):
         action = torch.randn(n, ACTION_DIM, generator=g)
         self.s_th = self.s_t + torch.tanh(action @ w).reshape(n, N_TOKENS, TOKEN_DIM)
 
+    num_tokens, token_dim = N_TOKENS, TOKEN_DIM
+
     def __len__(self) -> int:
         return len(self.s_t)
 
@@ -32,19 +34,23 @@ class TinyTokenPairs(Dataset):
         return {"s_t": self.s_t[i], "s_th": self.s_th[i]}
 
 
-RLA_MODEL = dict(num_tokens=N_TOKENS, token_dim=TOKEN_DIM, width=32, enc_depth=1, dec_depth=1, heads=2)
+RLA_MODEL = dict(width=32, enc_depth=1, dec_depth=1, heads=2)  # num_tokens / token_dim come from the data
 TRAINER = dict(run_name="tiny", max_steps=10, batch_size=32, lr=1e-3, warmup_steps=0, schedule="constant",
                log_every=10, val_every=10, device="cpu", progress=False, seed=0)
 
 
 def tiny_trial_data():
-    from rla_pipeline.tuning.study import rla_trial_data
+    """Trials built the way the tune stage builds them (``stages.tune.rla_trial_data`` over ``RLAData``)."""
+    from rla_pipeline.models.rla import RLAConfig
+    from rla_pipeline.stages.rla import RLAData
+    from rla_pipeline.stages.tune import rla_trial_data
 
-    return rla_trial_data(TinyTokenPairs(256, seed=0), TinyTokenPairs(64, seed=1), RLA_MODEL, TRAINER)
+    data = RLAData(TinyTokenPairs(256, seed=0), TinyTokenPairs(64, seed=1), token_stats=None)
+    return rla_trial_data(data, RLAConfig.from_dict(RLA_MODEL), TRAINER)
 
 
 def tune_config(study: str, n_trials: int, max_steps: int = 40, **kw):
-    from rla_pipeline.tuning.study import TuneConfig
+    from rla_pipeline.tuning.config import TuneConfig
 
     return TuneConfig(study_name=study, n_trials=n_trials, shapes=["1x2", "4x8", "8x8"], lr_low=3e-4,
                       lr_high=3e-3, max_steps=max_steps, val_every=10, batch_size=32, pruner_startup_trials=2,

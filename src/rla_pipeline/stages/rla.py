@@ -1,12 +1,11 @@
-"""The RLA autoencoder stage as plain functions: episode split, datasets, training, evaluation.
+"""The RLA autoencoder stage: episode split, the ONE builder of its data and model, training, evaluation.
 
-Used by the ``rla`` Kedro pipeline (thin nodes), the ``tune`` study (each trial trains through
-:func:`build_rla_datasets` and the shared trainer) and the ``world_model`` stage (token statistics).
-Floor: above ``features``/``models``/``training``/``evaluation``, below ``pipelines``. No Kedro here.
-Torch is imported inside the functions so importing this module stays cheap.
+``rla`` (Kedro) wires these functions; ``stages.tune`` trains every trial through :func:`build_rla_data` and
+:func:`build_rla_model`; ``stages.world_model`` trains on the same split. No Kedro here.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rla_pipeline.features.samples import SampleConfig
+from rla_pipeline.models.rla import RLAConfig
+from rla_pipeline.stages.common import (
+    check_trainer_block, checkpoint_dir, episode_ids, sample_token_stats, token_pair_datasets, trainer_config,
+)
 from rla_pipeline.utils.config import from_dict
 
 logger = logging.getLogger(__name__)
@@ -45,22 +49,40 @@ class RLAEvalConfig:
 
 
 @dataclass
-class RLAParams:
-    """``params:rla``: split, samples (features.samples.SampleConfig), model (RLAConfig), trainer (TrainerConfig),
-    normalise_tokens, stats_max_frames (frames sampled for the token mean/std), eval."""
+class RLAStageConfig:
+    """``params:rla``. split; samples (token pairs); model (the autoencoder; num_tokens/token_dim come from the
+    cache); trainer (TrainerConfig fields but run_name/checkpoint_dir); normalise_tokens (per-dim mean/std of
+    training tokens stored in the model); stats_max_frames (frames sampled for them); use_tuned_shape (true: the
+    latent K x d of the tune pipeline's ``rla_tuned_shape``); eval."""
 
     split: SplitConfig = field(default_factory=SplitConfig)
-    samples: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
+    samples: SampleConfig = field(default_factory=SampleConfig)
+    model: RLAConfig = field(default_factory=RLAConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     normalise_tokens: bool = True
     stats_max_frames: int = 2000
-    use_tuned_shape: bool = False  # true: latent tokens x dims from the tune pipeline's rla_tuned_shape
+    use_tuned_shape: bool = False
     eval: RLAEvalConfig = field(default_factory=RLAEvalConfig)
 
+    def __post_init__(self) -> None:
+        self.trainer = check_trainer_block(self.trainer, "rla.trainer")
+
     @classmethod
-    def from_dict(cls, d: dict | None) -> "RLAParams":
-        return from_dict(cls, d, where="rla")
+    def from_dict(cls, d: "dict | RLAStageConfig | None") -> "RLAStageConfig":
+        return d if isinstance(d, cls) else from_dict(cls, d, where="rla")
+
+
+@dataclass
+class RLAData:
+    """What an RLA trains on: token pairs of the train/val splits and the train tokens' per-dim stats.
+
+    train/val: map-style datasets of {"s_t", "s_th"} (N, D) items with ``num_tokens``/``token_dim``
+    (``TokenPairDataset``); token_stats: (mean, std) each (D,), or None (no normalisation).
+    """
+
+    train: Any
+    val: Any
+    token_stats: tuple | None = None
 
 
 def split_episodes(episode_index: pd.DataFrame, feature_manifest: pd.DataFrame, params: dict, seed: int
@@ -69,7 +91,7 @@ def split_episodes(episode_index: pd.DataFrame, feature_manifest: pd.DataFrame, 
 
     -> DataFrame(episode_id, task, kind, split).
     """
-    cfg = RLAParams.from_dict(params).split
+    cfg = RLAStageConfig.from_dict(params).split
     df = episode_index[episode_index["episode_id"].isin(feature_manifest["episode_id"])]
     df = df[["episode_id", "task", "kind"]].sort_values("episode_id").reset_index(drop=True)
     df["split"] = "train"
@@ -89,68 +111,64 @@ def split_episodes(episode_index: pd.DataFrame, feature_manifest: pd.DataFrame, 
     return df
 
 
-def episode_ids(splits: pd.DataFrame, split: str) -> list[str]:
-    """Sorted episode ids of one split (train / val / heldout_task)."""
-    return sorted(splits.loc[splits["split"] == split, "episode_id"])
-
-
-def sample_token_stats(cache, episode_ids: list[str], max_frames: int, seed: int = 0):
-    """Per-dim token mean/std (D,) over up to ``max_frames`` frames of ``episode_ids`` (evenly picked)."""
-    import torch
-
-    from rla_pipeline.models.rla import token_stats
-
-    frames = [(e, t) for e in episode_ids for t in range(cache.tokens(e).shape[0])]
-    pick = np.random.default_rng(seed).permutation(len(frames))[:max_frames]
-    tok = np.stack([np.asarray(cache.tokens(frames[i][0])[frames[i][1]], dtype=np.float32) for i in sorted(pick)])
-    return token_stats(torch.from_numpy(tok))
-
-
-def build_rla_datasets(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict):
-    """-> (train TokenPairDataset, val TokenPairDataset | None) over the train/val splits (all kinds: no actions needed)."""
-    from rla_pipeline.features.samples import SampleConfig, TokenPairDataset
-
-    p = RLAParams.from_dict(params)
-    samples = SampleConfig.from_dict(p.samples)
+def build_rla_data(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame,
+                   cfg: RLAStageConfig, require_val: bool = False) -> RLAData:
+    """The RLA's datasets (train/val splits, all kinds: no actions needed) and token statistics, built once."""
     train_ids, val_ids = episode_ids(episode_splits, "train"), episode_ids(episode_splits, "val")
     if not train_ids:
         raise ValueError("episode_splits has no train episodes: ingest more episodes or lower rla.split.val_fraction")
-    train_ds = TokenPairDataset(feature_cache, episode_index, train_ids, samples)
-    val_ds = TokenPairDataset(feature_cache, episode_index, val_ids, samples) if val_ids else None
-    return train_ds, val_ds
+    if require_val and not val_ids:
+        raise ValueError(f"need validation episodes; episode_splits has {len(train_ids)} train, 0 val")
+    train_ds, val_ds = token_pair_datasets(feature_cache, episode_index, train_ids, val_ids, cfg.samples)
+    stats = None
+    if cfg.normalise_tokens:
+        stats = sample_token_stats(feature_cache, train_ids, cfg.stats_max_frames, cfg.samples.seed)
+    return RLAData(train_ds, val_ds, stats)
 
 
-def build_rla_model(feature_cache, train_ds, train_ids: list[str], params: dict, model_overrides: dict | None = None):
-    """A fresh RLA autoencoder sized from the data (N, D) and ``params.model`` (+ overrides), token stats set."""
-    from rla_pipeline.features.samples import SampleConfig
-    from rla_pipeline.models.rla import RLAConfig, ResidualLatentActionAutoencoder
+def build_rla_model(data: RLAData, model: RLAConfig, latent_shape: tuple[int, int] | None = None):
+    """A fresh RLA autoencoder: ``model`` sized to the data (N, D), latent K x d = ``latent_shape`` when given,
+    with the data's token statistics set."""
+    from rla_pipeline.models.rla import ResidualLatentActionAutoencoder
 
-    p = RLAParams.from_dict(params)
-    model_cfg = {"num_tokens": train_ds.num_tokens, "token_dim": train_ds.token_dim, **p.model, **(model_overrides or {})}
-    model = ResidualLatentActionAutoencoder(RLAConfig.from_dict(model_cfg))
-    if p.normalise_tokens:
-        seed = SampleConfig.from_dict(p.samples).seed
-        model.set_token_stats(*sample_token_stats(feature_cache, train_ids, p.stats_max_frames, seed))
-    return model
+    cfg = dataclasses.replace(model, num_tokens=data.train.num_tokens, token_dim=data.train.token_dim)
+    if latent_shape is not None:
+        cfg = dataclasses.replace(cfg, latent_tokens=int(latent_shape[0]), latent_dim=int(latent_shape[1]))
+    net = ResidualLatentActionAutoencoder(cfg)
+    if data.token_stats is not None:
+        net.set_token_stats(*data.token_stats)
+    return net
+
+
+def tuned_latent_shape(tuned: dict | None, use_tuned_shape: bool) -> tuple[int, int] | None:
+    """The latent (K, d) the rla stage trains: None (the configured one) unless ``use_tuned_shape``, then the
+    ``rla_tuned_shape`` dataset's; raises when the study never ran rather than silently training the configured
+    shape."""
+    if not use_tuned_shape:
+        return None
+    if not tuned:
+        raise ValueError("rla.use_tuned_shape is true but rla_tuned_shape is missing: run `kedro run --pipelines=tune`"
+                         " first (or set rla.use_tuned_shape: false)")
+    return int(tuned["latent_tokens"]), int(tuned["latent_dim"])
 
 
 def train_rla(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict,
-              device: str, tuned_shape: dict | None = None):
-    """Train the RLA autoencoder on the train split -> trained model.
+              device: str, rla_tuned_shape: dict | None = None, checkpoint_root: str | None = None):
+    """Train the RLA autoencoder on the train split -> trained model (checkpoints in ``<checkpoint_root>/rla``).
 
-    ``tuned_shape``: the ``rla_tuned_shape`` dataset (None when no study ran); used only when
+    ``rla_tuned_shape``: the tune pipeline's result (None when no study ran); used only when
     ``rla.use_tuned_shape`` is true, and then its latent_tokens x latent_dim replace the configured ones.
     """
     from rla_pipeline.models.rla import rla_loss
-    from rla_pipeline.training.trainer import TrainerConfig, train
-    from rla_pipeline.tuning.study import apply_tuned_shape
+    from rla_pipeline.training.trainer import train
 
-    p = RLAParams.from_dict(params)
-    model_params = apply_tuned_shape(p.model, tuned_shape, p.use_tuned_shape)
-    train_ds, val_ds = build_rla_datasets(feature_cache, episode_splits, episode_index, params)
-    model = build_rla_model(feature_cache, train_ds, episode_ids(episode_splits, "train"), params, model_params)
-    trainer_cfg = TrainerConfig.from_dict({"run_name": "rla", "device": device, **p.trainer})
-    result = train(model, rla_loss, train_ds, val_ds, trainer_cfg)
+    cfg = RLAStageConfig.from_dict(params)
+    shape = tuned_latent_shape(rla_tuned_shape, cfg.use_tuned_shape)
+    data = build_rla_data(feature_cache, episode_splits, episode_index, cfg)
+    model = build_rla_model(data, cfg.model, shape)
+    tcfg = trainer_config(cfg.trainer, run_name="rla", device=device,
+                          checkpoint_dir=checkpoint_dir(checkpoint_root, "rla"))
+    result = train(model, rla_loss, data.train, data.val, tcfg)
     logger.info("RLA final validation: %s", result.final_val)
     return result.model
 
@@ -162,7 +180,7 @@ def evaluate_rla(rla_model, feature_cache, episode_splits: pd.DataFrame, params:
     from rla_pipeline import tracking
     from rla_pipeline.evaluation.metrics import rla_reconstruction, temporal_progression
 
-    e = RLAParams.from_dict(params).eval
+    e = RLAStageConfig.from_dict(params).eval
     seen = rla_reconstruction(rla_model, feature_cache, episode_ids(episode_splits, "val"), e.horizons, e.stride,
                               e.batch_size, split="val")
     unseen = rla_reconstruction(rla_model, feature_cache, episode_ids(episode_splits, "heldout_task"), e.horizons,

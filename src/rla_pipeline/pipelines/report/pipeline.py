@@ -1,11 +1,13 @@
 """report: every evaluation table/plot -> data/08_reporting/report.html."""
 from kedro.pipeline import Node, Pipeline
 
+from rla_pipeline.pipelines.parameters_check import check_parameters_node
 from rla_pipeline.pipelines.report import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
+        check_parameters_node(),
         Node(
             nodes.build_html_report,
             inputs=[

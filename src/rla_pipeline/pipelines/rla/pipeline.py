@@ -1,30 +1,20 @@
-"""``rla`` pipeline: split episodes -> train the RLA autoencoder -> evaluation tables."""
+"""``rla`` pipeline: split episodes -> train the RLA autoencoder -> evaluation tables (``stages.rla``)."""
 from kedro.pipeline import Node, Pipeline
 
-from rla_pipeline.pipelines.rla import nodes
+from rla_pipeline.pipelines.parameters_check import check_parameters_node
+from rla_pipeline.stages import rla
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(
-                nodes.split_episodes,
-                inputs=["episode_index", "feature_manifest", "params:rla", "params:seed"],
-                outputs="episode_splits",
-                name="split_episodes",
-            ),
-            Node(
-                nodes.train_rla,
-                inputs=["feature_cache", "episode_splits", "episode_index", "params:rla", "params:device", "rla_tuned_shape"],
-                outputs="rla_model",
-                name="train_rla",
-            ),
-            Node(
-                nodes.evaluate_rla,
-                inputs=["rla_model", "feature_cache", "episode_splits", "params:rla"],
-                outputs=["rla_metrics", "rla_generalisation", "rla_temporal_progression"],
-                name="evaluate_rla",
-            ),
+            check_parameters_node(),
+            Node(rla.split_episodes, ["episode_index", "feature_manifest", "params:rla", "params:seed"],
+                 "episode_splits", name="split_episodes"),
+            Node(rla.train_rla, ["feature_cache", "episode_splits", "episode_index", "params:rla", "params:device",
+                                 "rla_tuned_shape", "params:checkpoint_root"], "rla_model", name="train_rla"),
+            Node(rla.evaluate_rla, ["rla_model", "feature_cache", "episode_splits", "params:rla"],
+                 ["rla_metrics", "rla_generalisation", "rla_temporal_progression"], name="evaluate_rla"),
         ],
         tags="rla",
     )

@@ -1,0 +1,159 @@
+"""The evaluation stage: every policy in the real simulator on held-out seeds -> success tables shaped like the
+paper's Tables 2 and 3 (with the paper's numbers beside) and the imagined-vs-real speed table. No Kedro here."""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+
+from rla_pipeline.rl.sim_eval import SimEvalConfig
+from rla_pipeline.utils.config import from_dict
+
+
+@dataclass
+class EvaluationConfig:
+    """``params:evaluation``: n_episodes per (policy, task); seed_offset (eval seeds: seed_offset + 1000 * global
+    seed + i; training demos use low seeds); sim (SimEvalConfig; image_size/control_mode null = the training
+    episodes' own); speed_steps (simulator steps timed); speed_calls (batched imagined-env calls timed)."""
+
+    n_episodes: int = 10
+    seed_offset: int = 10_000
+    sim: SimEvalConfig = field(default_factory=SimEvalConfig)
+    speed_steps: int = 20
+    speed_calls: int = 5
+
+    @classmethod
+    def from_dict(cls, d: "dict | EvaluationConfig | None") -> "EvaluationConfig":
+        return d if isinstance(d, cls) else from_dict(cls, d, where="evaluation")
+
+
+def eval_seeds(cfg: EvaluationConfig, seed: int) -> list[int]:
+    return [cfg.seed_offset + 1000 * seed + i for i in range(cfg.n_episodes)]
+
+
+def sim_config(cfg: EvaluationConfig, index: pd.DataFrame, tasks: Sequence[str]) -> SimEvalConfig:
+    """``cfg.sim`` with image size and control mode taken from the training demos where they are null."""
+    sim = cfg.sim
+    rows = index[index["task"].isin(list(tasks)) & (index["kind"] == "demo")]
+    image_size = sim.image_size
+    if image_size is None:
+        image_size = int(rows["height"].iloc[0]) if len(rows) else 128
+    control_mode = sim.control_mode
+    if control_mode is None:
+        if len(rows) and rows["control_mode"].notna().any():
+            control_mode = str(rows["control_mode"].dropna().iloc[0])
+        else:
+            control_mode = SimEvalConfig.__dataclass_fields__["control_mode"].default
+    return dataclasses.replace(sim, image_size=image_size, control_mode=control_mode)
+
+
+def dino_encoder(features_params: dict, feature_cache):
+    """The DINO encoder of the feature cache (same config), checked against the cache's weights digest."""
+    from rla_pipeline.features.encoder import DinoEncoder, EncoderConfig
+
+    enc = DinoEncoder(EncoderConfig.from_dict(features_params["encoder"]))
+    digests = set(feature_cache.manifest()["weights_digest"].dropna())
+    if digests and enc.weights_digest not in digests:
+        raise ValueError("the evaluation DINO encoder's weights differ from the ones the feature cache was built "
+                         "with: token policies would see other features than they were trained on")
+    return enc
+
+
+def evaluate_policies_in_sim(policies: dict[str, tuple[str, Any]], tasks: Sequence[str], params,
+                             index: pd.DataFrame, seed: int, encoder=None) -> pd.DataFrame:
+    """policies: name -> (kind "image"|"token", model). One row per episode (see ``evaluate_in_sim``)."""
+    from rla_pipeline.rl.sim_eval import check_disjoint_seeds, evaluate_in_sim
+
+    cfg = EvaluationConfig.from_dict(params)
+    seeds = eval_seeds(cfg, seed)
+    if "seed" in index:
+        check_disjoint_seeds(seeds, index["seed"].dropna().astype(int).tolist())
+    scfg = sim_config(cfg, index, tasks)
+    frames = [evaluate_in_sim(kind, model, task, cfg.n_episodes, seeds, scfg, encoder=encoder, policy_name=name)
+              for task in tasks for name, (kind, model) in policies.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate_bc(bc_policy, bc_rla_policy, episode_index: pd.DataFrame, params: dict, tasks: list[str],
+                seed: int) -> pd.DataFrame:
+    """BC-ResNet and BC+RLA in the simulator -> bc_eval_episodes (one row per episode)."""
+    return evaluate_policies_in_sim({"bc": ("image", bc_policy), "bc_rla": ("image", bc_rla_policy)}, tasks,
+                                    params, episode_index, seed)
+
+
+def evaluate_wmrl(token_bc_policy, wmrl_policy, feature_cache, episode_index: pd.DataFrame, params: dict,
+                  features_params: dict, tasks: list[str], seed: int) -> pd.DataFrame:
+    """Token BC and WMRL in the simulator (DINO-encoded observations) -> wmrl_eval_episodes."""
+    return evaluate_policies_in_sim({"token_bc": ("token", token_bc_policy), "wmrl": ("token", wmrl_policy)}, tasks,
+                                    params, episode_index, seed, encoder=dino_encoder(features_params, feature_cache))
+
+
+def _log_table(name: str, table: pd.DataFrame, markdown: str, baseline: str, method: str) -> None:
+    from rla_pipeline import tracking
+
+    metrics = {}
+    for _, r in table.iterrows():
+        for pol in (baseline, method):
+            metrics[f"{name}/{r['task']}/{pol}_sr"] = r[f"{pol}_sr"]
+    tracking.log_metrics(metrics)
+    if tracking.active():
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / f"{name}.md"
+            p.write_text(markdown)
+            tracking.log_artifact(str(p), artifact_path="reporting")
+
+
+def bc_success_table(bc_eval_episodes: pd.DataFrame):
+    """-> (table, markdown): BC vs BC+RLA per task + average, with the paper's Table 2 beside."""
+    from rla_pipeline.evaluation.success import PAPER_TABLE2, comparison_table, table_markdown
+
+    t = comparison_table(bc_eval_episodes, "bc", "bc_rla", PAPER_TABLE2, ("BC-ResNet", "+RLA"))
+    md = table_markdown(t, "bc", "bc_rla", "Table 2 (ours): BC-ResNet vs BC-ResNet + RLA latent head, real simulator")
+    _log_table("bc_success", t, md, "bc", "bc_rla")
+    return t, md
+
+
+def wmrl_success_table(wmrl_eval_episodes: pd.DataFrame):
+    """-> (table, markdown): token BC vs WMRL per task + average, with the paper's Table 3 beside."""
+    from rla_pipeline.evaluation.success import PAPER_TABLE3, comparison_table, table_markdown
+
+    t = comparison_table(wmrl_eval_episodes, "token_bc", "wmrl", PAPER_TABLE3, ("BC-ResNet", "WMRL"))
+    md = table_markdown(t, "token_bc", "wmrl", "Table 3 (ours): token BC vs WMRL (PPO inside the world model)",
+                        note="Our baseline is the token policy WMRL starts from (BC on DINO tokens), not BC-ResNet.")
+    _log_table("wmrl_success", t, md, "token_bc", "wmrl")
+    return t, md
+
+
+def speed_table(world_model, token_bc_policy, feature_cache, episode_index: pd.DataFrame, params: dict,
+                rl_params: dict, features_params: dict, tasks: list[str]):
+    """-> (speed table, markdown): imagined env (batched world model) vs the real simulator (render; render + DINO
+    encode). One imagined chunk-step stands for ``chunk`` simulator steps of ``num_envs`` envs: compare
+    ``frames_per_s``."""
+    from rla_pipeline import tracking
+    from rla_pipeline.evaluation.success import speed_markdown
+    from rla_pipeline.rl.imagined_env import imagined_steps_per_second
+    from rla_pipeline.rl.sim_eval import sim_steps_per_second
+    from rla_pipeline.stages.wmrl import make_imagined_env
+
+    cfg = EvaluationConfig.from_dict(params)
+    encoder = dino_encoder(features_params, feature_cache)
+    chunk, action_dim = token_bc_policy.config.chunk, token_bc_policy.config.action_dim
+    env, _ = make_imagined_env(world_model, feature_cache, episode_index, tasks, rl_params, chunk)
+    im = imagined_steps_per_second(env, torch.zeros(env.num_envs, chunk, action_dim), n_calls=cfg.speed_calls)
+    scfg = sim_config(cfg, episode_index, tasks)
+    sim = sim_steps_per_second(list(tasks)[0], scfg, encoder=encoder, n_steps=cfg.speed_steps)
+    t = pd.DataFrame([
+        {"loop": f"imagined env ({env.num_envs} envs batched, chunk {chunk})", "frames_per_s": im["frames_per_s"],
+         "env_steps_per_s": im["env_chunks_per_s"], "note": "one world-model call per chunk for all envs"},
+        {"loop": "ManiSkill simulator (render)", "frames_per_s": sim["sim_render_steps_per_s"],
+         "env_steps_per_s": sim["sim_render_steps_per_s"], "note": f"1 env, {scfg.image_size} px, CPU physics"},
+        {"loop": "ManiSkill simulator (render + DINO encode)", "frames_per_s": sim["sim_render_encode_steps_per_s"],
+         "env_steps_per_s": sim["sim_render_encode_steps_per_s"], "note": "what a token policy pays per observed frame"},
+    ])
+    tracking.log_metrics({f"speed/{i}_frames_per_s": v for i, v in enumerate(t["frames_per_s"])})
+    return t, speed_markdown(t)

@@ -1,0 +1,163 @@
+"""The world-model stage: RLA-WM (flow on the frozen RLA's latent) and two baselines, trained alike and compared.
+
+The three share the token-pair samples, the trainer settings and the step budget (``trainer``); each gets its
+own checkpoint folder ``<checkpoint_root>/world_model/<name>``. No Kedro here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rla_pipeline.features.samples import SampleConfig
+from rla_pipeline.models.world_model import WorldModelConfig
+from rla_pipeline.stages.common import (
+    action_episode_ids, check_trainer_block, checkpoint_dir, episode_ids, sample_token_stats, token_pair_datasets,
+    trainer_config,
+)
+from rla_pipeline.utils.config import check_keys, from_dict
+
+logger = logging.getLogger(__name__)
+
+NAMES = {"rla_wm": "RLA-WM", "deterministic": "deterministic (DINO-WM style)", "absolute_flow": "absolute flow"}
+
+
+@dataclass
+class WMEvalConfig:
+    """horizons: frames ahead (paper 5 / 15 / 30); chunk: frames per autoregressive step (paper 10);
+    stride: between evaluation starts; max_pairs: per horizon; pictures: episodes shown as PCA images;
+    pca_max_frames: training frames the PCA of the pictures is fitted on."""
+
+    horizons: list[int] = field(default_factory=lambda: [5, 15, 30])
+    chunk: int = 10
+    stride: int = 4
+    max_pairs: int = 64
+    pictures: int = 3
+    pca_max_frames: int = 500
+
+
+@dataclass
+class WMBaselinesConfig:
+    """Per-baseline overrides of the shared ``model`` block (WorldModelConfig fields)."""
+
+    deterministic: dict[str, Any] = field(default_factory=dict)
+    absolute_flow: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("deterministic", "absolute_flow"):
+            setattr(self, name, check_keys(WorldModelConfig, getattr(self, name),
+                                           where=f"world_model.baselines.{name}"))
+
+
+@dataclass
+class WorldModelStageConfig:
+    """``params:world_model``: samples; model (WorldModelConfig shared by the three; tokens/actions/max_actions
+    come from the data, RLA-WM's ``rla`` from the frozen autoencoder); baselines; trainer (TrainerConfig fields
+    but run_name/checkpoint_dir; the same budget for all three); stats_max_frames; eval."""
+
+    samples: SampleConfig = field(default_factory=SampleConfig)
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    baselines: WMBaselinesConfig = field(default_factory=WMBaselinesConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    stats_max_frames: int = 2000
+    eval: WMEvalConfig = field(default_factory=WMEvalConfig)
+
+    def __post_init__(self) -> None:
+        self.trainer = check_trainer_block(self.trainer, "world_model.trainer")
+
+    @classmethod
+    def from_dict(cls, d: "dict | WorldModelStageConfig | None") -> "WorldModelStageConfig":
+        return d if isinstance(d, cls) else from_dict(cls, d, where="world_model")
+
+
+def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, params, device: str,
+         checkpoint_root: str | None):
+    from rla_pipeline.features.samples import action_stats
+    from rla_pipeline.models.world_model import WORLD_MODELS, world_model_loss
+    from rla_pipeline.training.trainer import train
+
+    p = WorldModelStageConfig.from_dict(params)
+    train_ids = action_episode_ids(feature_cache, episode_splits, "train")
+    val_ids = action_episode_ids(feature_cache, episode_splits, "val")
+    if not train_ids:
+        raise ValueError("world_model: no training episodes with actions in the train split")
+    train_ds, val_ds = token_pair_datasets(feature_cache, episode_index, train_ids, val_ids, p.samples)
+    cfg = dataclasses.replace(p.model, num_tokens=train_ds.num_tokens, token_dim=train_ds.token_dim,
+                              action_dim=train_ds.action_dim, max_actions=p.samples.h_max,
+                              **getattr(p.baselines, kind, {}),
+                              **({"rla": rla_model.config} if kind == "rla_wm" else {}))
+    model = WORLD_MODELS[kind](cfg, rla=rla_model) if kind == "rla_wm" else WORLD_MODELS[kind](cfg)
+    if kind != "rla_wm":  # RLA-WM uses the frozen RLA's token statistics
+        model.set_stats(*sample_token_stats(feature_cache, train_ids, p.stats_max_frames, p.samples.seed))
+    a = action_stats(feature_cache, train_ids, p.samples.action_source, train_ds.action_dim)
+    model.set_stats(action_mean=a["mean"], action_std=a["std"])
+    tcfg = trainer_config(p.trainer, run_name=f"world_model.{kind}", device=device,
+                          checkpoint_dir=checkpoint_dir(checkpoint_root, "world_model", kind))
+    result = train(model, world_model_loss, train_ds, val_ds, tcfg)
+    logger.info("%s final validation: %s", NAMES[kind], result.final_val)
+    return result.model
+
+
+def train_rla_world_model(rla_model, feature_cache, episode_splits, episode_index, params: dict, device: str,
+                          checkpoint_root: str | None = None):
+    """RLA-WM: flow on z with the frozen ``rla_model`` decoder."""
+    return _fit("rla_wm", rla_model, feature_cache, episode_splits, episode_index, params, device, checkpoint_root)
+
+
+def train_deterministic_baseline(feature_cache, episode_splits, episode_index, params: dict, device: str,
+                                 checkpoint_root: str | None = None):
+    """Baseline (a): DINO-WM-style deterministic predictor of s_{t+h}."""
+    return _fit("deterministic", None, feature_cache, episode_splits, episode_index, params, device, checkpoint_root)
+
+
+def train_absolute_flow_baseline(feature_cache, episode_splits, episode_index, params: dict, device: str,
+                                 checkpoint_root: str | None = None):
+    """Baseline (b): flow matching on the absolute next-state tokens."""
+    return _fit("absolute_flow", None, feature_cache, episode_splits, episode_index, params, device, checkpoint_root)
+
+
+def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_absolute_flow, feature_cache,
+                          episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict, seed: int):
+    """-> (wm_prediction_table, wm_prediction_plot (Figure), wm_feature_pictures (Figure)) on val episodes."""
+    import torch
+
+    from rla_pipeline import tracking
+    from rla_pipeline.evaluation.metrics import rollout_batch, world_model_table
+    from rla_pipeline.evaluation.plots import TokenPCA, error_vs_horizon, feature_pictures
+
+    p = WorldModelStageConfig.from_dict(params)
+    e = p.eval
+    models = {"rla_wm": world_model, "deterministic": wm_baseline_deterministic,
+              "absolute_flow": wm_baseline_absolute_flow}
+    val_ids = action_episode_ids(feature_cache, episode_splits, "val")
+    fps = episode_index.loc[episode_index["episode_id"].isin(val_ids), "fps"]
+    max_actions = world_model.config.max_actions
+    table = world_model_table(models, feature_cache, val_ids, e.horizons, e.chunk, max_actions, e.stride,
+                              e.max_pairs, seed, float(fps.median()) if len(fps) else None)
+    tracking.log_metrics({f"wm.{r.model}.h{r.horizon}.l1": r.token_l1 for r in table.itertuples()})
+    logger.info("world-model prediction table:\n%s", table.to_string())
+    plot = error_vs_horizon(table)
+
+    # pictures: PCA fitted on training tokens; first frame of a few val episodes, rollouts at each horizon
+    train_ids = episode_ids(episode_splits, "train")
+    frames = [np.asarray(feature_cache.tokens(i), dtype=np.float32) for i in train_ids]
+    sample = np.concatenate(frames)[:: max(1, sum(len(f) for f in frames) // e.pca_max_frames)]
+    pca = TokenPCA(sample, seed=seed)
+    horizons = [h for h in e.horizons if rollout_batch(feature_cache, val_ids, h, e.chunk, max_actions,
+                                                       10**9, None) is not None]
+    if not horizons:
+        return table, plot, feature_pictures(pca, np.zeros((0, 1, 1)), {}, {}, title="no episode long enough")
+    pic_ids = [i for i in val_ids if feature_cache.tokens(i).shape[0] > max(horizons)][: e.pictures]
+    truth, preds, start = {}, {name: {} for name in models}, None
+    for h in horizons:
+        b = rollout_batch(feature_cache, pic_ids, h, e.chunk, max_actions, stride=10**9)  # t = 0 only
+        start, truth[h] = b.s_0.numpy(), b.target.numpy()
+        for name, m in models.items():
+            preds[name][h] = m.rollout(b.s_0, b.chunks, b.masks, generator=torch.Generator().manual_seed(seed))[-1].numpy()
+    pictures = feature_pictures(pca, start, truth, {NAMES[k]: v for k, v in preds.items()},
+                                title="DINO tokens as PCA colours: truth vs predictions (val episodes)")
+    return table, plot, pictures
