@@ -5,7 +5,8 @@ can only output vectors in a W-dim subspace of each token, whatever it is traine
 then never removes its Euler sampler's noise outside that subspace. Here the same shape problem at test size
 (width 16 on 64-dim tokens): each model is trained on ONE small batch whose next-state targets are full rank
 (32 target tokens spanning all 64 dims, more than the width), and must then reproduce them far below the copy
-error. A rank-limited readout cannot: the best it can do leaves at least half of the residual's variance.
+error. A rank-limited readout cannot, even with s_t copied for free: the best rank-W fit of the residuals
+leaves about a fifth of their variance, an L1 above the bar (checked by the first test).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from rla_pipeline.models.world_model import (
 )
 
 B, N, D, W, A, H = 4, 8, 64, 16, 3, 4  # B * N = 32 target tokens > W = 16 dims a linear readout can reach
+BAR = 0.3  # a model must reach an L1 below BAR x the copy error; a rank-W readout cannot (first test)
 RLA = RLAConfig(num_tokens=N, token_dim=D, width=W, enc_depth=1, dec_depth=1, heads=2, latent_tokens=2,
                 latent_dim=4)
 WM = WorldModelConfig(num_tokens=N, token_dim=D, action_dim=A, max_actions=H, width=W, cond_depth=1, flow_depth=1,
@@ -69,12 +71,13 @@ def _prediction(kind: str, batch) -> torch.Tensor:
 
 
 def test_targets_are_beyond_a_width_dim_readout():
-    """The premise: the best rank-W fit of the residuals leaves at least half their variance."""
+    """The premise: even with s_t copied for free, the best rank-W fit of the residuals misses the bar below."""
     b = _batch()
     delta = (b["s_th"] - b["s_t"]).reshape(-1, D)
-    sv = torch.linalg.svdvals(delta)
-    assert int((sv > 1e-3 * sv[0]).sum()) == B * N > W
-    assert float(sv[W:].pow(2).sum() / sv.pow(2).sum()) > 0.5
+    U, S, Vh = torch.linalg.svd(delta, full_matrices=False)
+    assert int((S > 1e-3 * S[0]).sum()) == B * N > W
+    best_rank_w = (U[:, :W] * S[:W]) @ Vh[:W]  # Eckart-Young: the best any W-dim linear readout can output
+    assert float((delta - best_rank_w).abs().mean()) > BAR * float(delta.abs().mean())
 
 
 @pytest.mark.parametrize("kind", ["rla", "deterministic", "absolute_flow", "rla_wm"])
@@ -82,4 +85,4 @@ def test_model_fits_full_rank_targets_far_below_copy(kind):
     b = _batch()
     copy_l1 = float((b["s_t"] - b["s_th"]).abs().mean())
     err = float((_prediction(kind, b) - b["s_th"]).abs().mean())
-    assert err < 0.3 * copy_l1, f"{kind}: L1 {err:.3f} vs copy {copy_l1:.3f} ({err / copy_l1:.2f}x copy)"
+    assert err < BAR * copy_l1, f"{kind}: L1 {err:.3f} vs copy {copy_l1:.3f} ({err / copy_l1:.2f}x copy)"
