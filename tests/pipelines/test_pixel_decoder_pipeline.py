@@ -35,21 +35,24 @@ def data(tmp_path_factory):
     return (root, *_fill(root))
 
 
-def _params(project_root) -> dict:
-    return yaml.safe_load((project_root / "conf" / "test" / "parameters_pixel_decoder.yml").read_text())["pixel_decoder"]
+def _params(project_root, env: str = "test") -> dict:
+    """The ``pixel_decoder`` block as Kedro merges it for ``env`` (base overlaid key by key)."""
+    from kedro.config import OmegaConfigLoader
+
+    from rla_pipeline.settings import CONFIG_LOADER_ARGS
+
+    return OmegaConfigLoader(str(project_root / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]["pixel_decoder"]
 
 
 def test_every_output_is_in_the_catalog_and_every_env_parses(project_root):
     from rla_pipeline.models.pixel_decoder import PixelDecoderConfig
     from rla_pipeline.pipelines.pixel_decoder.pipeline import create_pipeline
-    from rla_pipeline.stages.pixel_decoder import PixelDecoderParams
+    from rla_pipeline.stages.pixel_decoder import PixelDecoderStageConfig
 
     catalog = yaml.safe_load((project_root / "conf/base/catalog_pixel_decoder.yml").read_text())
     assert create_pipeline().all_outputs() == set(catalog)
-    for env in ("base", "test", "paper"):
-        block = yaml.safe_load((project_root / "conf" / env / "parameters_pixel_decoder.yml").read_text())
-        assert set(block) == {"pixel_decoder"}
-        p = PixelDecoderParams.from_dict(block["pixel_decoder"])  # strict: an unknown key raises
+    for env in ("local", "test", "paper"):  # local = base alone
+        p = PixelDecoderStageConfig.from_dict(_params(project_root, env))  # strict: an unknown key raises
         PixelDecoderConfig.from_dict(p.model)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from rla_pipeline.stages.common import episode_ids, sample_token_stats
+from rla_pipeline.stages.common import check_trainer_block, checkpoint_dir, episode_ids, sample_token_stats, trainer_config
 from rla_pipeline.stages.rla import SplitConfig
 from rla_pipeline.stages.rla import split_episodes as rla_split_episodes
 from rla_pipeline.utils.config import from_dict
@@ -54,7 +54,7 @@ class PixelDecoderEvalConfig:
 
 
 @dataclass
-class PixelDecoderParams:
+class PixelDecoderStageConfig:
     """``params:pixel_decoder``.
 
     split: episode split (the RLA stage's ``SplitConfig``; keep it equal to ``rla.split`` so the decoder never sees
@@ -74,15 +74,18 @@ class PixelDecoderParams:
     stats_max_frames: int = 2000
     eval: PixelDecoderEvalConfig = field(default_factory=PixelDecoderEvalConfig)
 
+    def __post_init__(self) -> None:
+        self.trainer = check_trainer_block(self.trainer, "pixel_decoder.trainer")
+
     @classmethod
-    def from_dict(cls, d: dict | None) -> "PixelDecoderParams":
+    def from_dict(cls, d: dict | None) -> "PixelDecoderStageConfig":
         return from_dict(cls, d, where="pixel_decoder")
 
 
 def split_pixel_decoder_episodes(episode_index: pd.DataFrame, feature_manifest: pd.DataFrame, params: dict,
                                  seed: int) -> pd.DataFrame:
     """Deterministic split of the cached episodes (the RLA stage's function) -> DataFrame(episode_id, task, kind, split)."""
-    split = PixelDecoderParams.from_dict(params).split
+    split = PixelDecoderStageConfig.from_dict(params).split
     return rla_split_episodes(episode_index, feature_manifest, {"split": vars(split)}, seed)
 
 
@@ -182,7 +185,7 @@ def build_pixel_decoder_datasets(feature_cache, episode_store, splits: pd.DataFr
     """-> (train TokenFrameDataset, val TokenFrameDataset | None) over the train/val splits."""
     from rla_pipeline.models.pixel_decoder import PixelDecoderConfig
 
-    p = PixelDecoderParams.from_dict(params)
+    p = PixelDecoderStageConfig.from_dict(params)
     size = PixelDecoderConfig.from_dict(p.model).image_size  # also checks the model block before decoding videos
     train_ids, val_ids = episode_ids(splits, "train"), episode_ids(splits, "val")
     if not train_ids:
@@ -198,7 +201,7 @@ def build_pixel_decoder(feature_cache, train_ds: TokenFrameDataset, params: dict
     """A fresh decoder sized from the data (N, D) and ``params.model``, with training-set statistics set."""
     from rla_pipeline.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
 
-    p = PixelDecoderParams.from_dict(params)
+    p = PixelDecoderStageConfig.from_dict(params)
     cfg = PixelDecoderConfig.from_dict({"num_tokens": train_ds.num_tokens, "token_dim": train_ds.token_dim, **p.model})
     model = PixelDecoder(cfg)
     mean, std = sample_token_stats(feature_cache, train_ds.episode_ids, p.stats_max_frames, seed)
@@ -206,14 +209,17 @@ def build_pixel_decoder(feature_cache, train_ds: TokenFrameDataset, params: dict
     return model
 
 
-def train_pixel_decoder(feature_cache, episode_store, splits: pd.DataFrame, params: dict, device: str):
-    """Train the decoder on the train split through the shared trainer -> trained model (CPU, eval mode)."""
+def train_pixel_decoder(feature_cache, episode_store, splits: pd.DataFrame, params: dict, device: str,
+                        checkpoint_root: str | None = None):
+    """Train the decoder on the train split through the shared trainer -> trained model (CPU, eval mode;
+    checkpoints in ``<checkpoint_root>/pixel_decoder``)."""
     from rla_pipeline.models.pixel_decoder import pixel_decoder_loss
-    from rla_pipeline.training.trainer import TrainerConfig, train
+    from rla_pipeline.training.trainer import train
 
-    p = PixelDecoderParams.from_dict(params)
+    p = PixelDecoderStageConfig.from_dict(params)
     train_ds, val_ds = build_pixel_decoder_datasets(feature_cache, episode_store, splits, params)
-    trainer_cfg = TrainerConfig.from_dict({"run_name": "pixel_decoder", "device": device, **p.trainer})
+    trainer_cfg = trainer_config(p.trainer, run_name="pixel_decoder", device=device,
+                                 checkpoint_dir=checkpoint_dir(checkpoint_root, "pixel_decoder"))
     model = build_pixel_decoder(feature_cache, train_ds, params, seed=trainer_cfg.seed)
     logger.info("pixel decoder: %d train frames (%d episodes), %d val frames; %d parameters", len(train_ds),
                 len(train_ds.episode_ids), len(val_ds) if val_ds else 0, sum(q.numel() for q in model.parameters()))
@@ -311,7 +317,7 @@ def evaluate_pixel_decoder(model, feature_cache, episode_store, splits: pd.DataF
     from rla_pipeline import tracking
     from rla_pipeline.evaluation.image_metrics import load_lpips
 
-    p = PixelDecoderParams.from_dict(params)
+    p = PixelDecoderStageConfig.from_dict(params)
     e = p.eval
     lpips, lpips_status = load_lpips(e.lpips_backbone_weights, e.lpips_linear_weights)
     size = model.config.image_size
