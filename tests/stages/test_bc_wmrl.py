@@ -62,7 +62,7 @@ def test_token_bc_then_wmrl(data):
     cfg = WMRLConfig.from_dict({"episodes": EPISODES, "policy": {"hidden": 16, "token_proj": 4, "chunk": 4},
                                 "bc_trainer": TRAINER, "env": {"num_envs": 4, "max_chunks": 2},
                                 "ppo": {"total_env_steps": 16, "num_steps": 2, "num_minibatches": 2,
-                                        "critic_warmup_updates": 1}, "eval_episodes": 4})
+                                        "critic_warmup_updates": 1}})
     policy, hist = train_token_bc(cache, index, cfg, TASKS, seed=0, device="cpu")
     assert isinstance(policy, TokenPolicy) and policy.config.num_tokens == 4 and len(hist)
     wmrl, ppo_hist, calib = train_wmrl(wm, policy, cache, index, cfg, TASKS, seed=0, device="cpu")
@@ -71,6 +71,18 @@ def test_token_bc_then_wmrl(data):
     assert not torch.equal(wmrl.log_std, policy.log_std) or not all(
         torch.equal(a, b) for a, b in zip(wmrl.parameters(), policy.parameters()))  # PPO changed a copy
     assert np.isfinite(calib.iloc[0]["after_mean_return"])
+    # one imagined episode per start state (= labelled demo), not the first n finished episodes
+    assert calib.iloc[0]["after_episodes"] == 2 * EPISODES["n_labelled_per_task"]
+    assert calib.iloc[0]["executed_per_chunk"] == 4
+
+
+def test_simulator_and_imagination_execute_the_same_actions_per_chunk():
+    from rla_pipeline.stages.evaluation import check_same_execution
+
+    assert check_same_execution({}, {}, chunk=8) == 8  # defaults: the whole chunk in both
+    assert check_same_execution({"sim": {"execute_steps": 4}}, {"env": {"execute_steps": 4}}, chunk=8) == 4
+    with pytest.raises(ValueError, match="execute_steps"):
+        check_same_execution({"sim": {"execute_steps": 4}}, {}, chunk=8)
 
 
 def test_eval_seeds_are_a_separate_range():
