@@ -112,8 +112,10 @@ def split_episodes(episode_index: pd.DataFrame, feature_manifest: pd.DataFrame, 
 
 
 def build_rla_data(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame,
-                   cfg: RLAStageConfig, require_val: bool = False) -> RLAData:
-    """The RLA's datasets (train/val splits, all kinds: no actions needed) and token statistics, built once."""
+                   cfg: RLAStageConfig, require_val: bool = False, seed: int = 0) -> RLAData:
+    """The RLA's datasets (train/val splits, all kinds: no actions needed) and token statistics, built once.
+    ``seed`` (the global one) offsets the configured sample seed (horizon draws, statistics frames)."""
+    cfg = dataclasses.replace(cfg, samples=dataclasses.replace(cfg.samples, seed=cfg.samples.seed + seed))
     train_ids, val_ids = episode_ids(episode_splits, "train"), episode_ids(episode_splits, "val")
     if not train_ids:
         raise ValueError("episode_splits has no train episodes: ingest more episodes or lower rla.split.val_fraction")
@@ -153,20 +155,24 @@ def tuned_latent_shape(tuned: dict | None, use_tuned_shape: bool) -> tuple[int, 
 
 
 def train_rla(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict,
-              device: str, rla_tuned_shape: dict | None = None, checkpoint_root: str | None = None):
+              device: str, rla_tuned_shape: dict | None = None, checkpoint_root: str | None = None, seed: int = 0):
     """Train the RLA autoencoder on the train split -> trained model (checkpoints in ``<checkpoint_root>/rla``).
 
     ``rla_tuned_shape``: the tune pipeline's result (None when no study ran); used only when
     ``rla.use_tuned_shape`` is true, and then its latent_tokens x latent_dim replace the configured ones.
+    ``seed``: the global seed; the trainer's (init, data order) and the sample seed derive from it.
     """
     from rla_pipeline.models.rla import rla_loss
     from rla_pipeline.training.trainer import train
 
     cfg = RLAStageConfig.from_dict(params)
     shape = tuned_latent_shape(rla_tuned_shape, cfg.use_tuned_shape)
-    data = build_rla_data(feature_cache, episode_splits, episode_index, cfg)
+    from rla_pipeline.utils.seeding import seed_everything
+
+    data = build_rla_data(feature_cache, episode_splits, episode_index, cfg, seed=seed)
+    seed_everything(seed)  # the initial weights are drawn here, before the trainer seeds its own RNGs
     model = build_rla_model(data, cfg.model, shape)
-    tcfg = trainer_config(cfg.trainer, run_name="rla", device=device,
+    tcfg = trainer_config(cfg.trainer, run_name="rla", device=device, seed=seed + int(cfg.trainer.get("seed", 0)),
                           checkpoint_dir=checkpoint_dir(checkpoint_root, "rla"))
     result = train(model, rla_loss, data.train, data.val, tcfg)
     logger.info("RLA final validation: %s", result.final_val)
