@@ -108,3 +108,32 @@ def test_sim_config_takes_the_training_episodes_size_and_control_mode(data):
     fixed = sim_config(EvaluationConfig.from_dict({"sim": {"image_size": 64, "control_mode": "pd_ee_delta_pos"}}),
                        index, TASKS)
     assert (fixed.image_size, fixed.control_mode) == (64, "pd_ee_delta_pos")
+
+
+def test_bc_and_bc_rla_see_the_same_labelled_batches_with_actionless_added(data):
+    """Same seed and labelled sampler: BC+RLA's labelled frames are BC's, in BC's order; actionless come on top."""
+    from rla_pipeline.rl.bc import latent_targets, select_episodes
+    from rla_pipeline.stages.bc import bc_datasets
+    from rla_pipeline.training.trainer import epoch_order
+    from rla_pipeline.models.policy import BCResNetConfig
+
+    store, index, cache, rla, _ = data
+    cfg = ActionlessBCConfig.from_dict({"episodes": EPISODES, "policy": {"image_size": 32, "hidden": 16, "chunk": 4},
+                                        "trainer": TRAINER, "actionless_per_labelled": 2})
+    e = cfg.episodes
+    sel = select_episodes(index, TASKS, e.n_labelled_per_task, e.n_val_per_task, e.max_actionless_per_task,
+                          e.extra_demos_as_actionless)
+    pconf = BCResNetConfig(image_size=32, chunk=4, latent_tokens=2, latent_dim=4)
+    z_of = lambda eid: latent_targets(rla, cache.tokens(eid), h=4)  # noqa: E731
+    bc, _ = bc_datasets(store, index, TASKS, cfg, sel, pconf, 4, seed=0)
+    bc_rla, _ = bc_datasets(store, index, TASKS, cfg, sel, pconf, 4, seed=0, z_of=z_of)
+    assert len(bc) == len(bc_rla)  # the trainer's sampler depends only on (seed, len): the same order
+    order = epoch_order(0, 0, len(bc))[:16].tolist()
+    for epoch in (0, 1):
+        bc.set_epoch(epoch), bc_rla.set_epoch(epoch)
+        for i in order:
+            a, b = bc[i], bc_rla[i]
+            assert a["image"].shape[0] == 1 and b["image"].shape[0] == 3  # 1 labelled + 2 actionless on top
+            assert torch.equal(a["image"][0], b["image"][0]) and torch.equal(a["actions"][0], b["actions"][0])
+            assert bool(b["action_mask"][0].any()) and not bool(b["action_mask"][1:].any())
+            assert bool(b["has_z"].all())
