@@ -118,6 +118,22 @@ def test_global_seed_reaches_the_rla_and_world_model_trainers(tiny_cache, projec
     assert torch.equal(weights(d0), weights(d0b)) and not torch.equal(weights(d0), weights(d1))
 
 
+def test_table_models_see_every_task_and_claim_1_2_keeps_its_own_heldout_run(tiny_cache, project_root):
+    """rla_model (used by BC+RLA / WMRL / the world model) trains on the held-out task too; rla_heldout_model not."""
+    from rla_pipeline.stages import rla as rla_nodes
+
+    cache, index, manifest = tiny_cache
+    rp = _params(project_root, "rla")
+    cfg = rla_nodes.RLAStageConfig.from_dict(rp)
+    splits = rla_nodes.split_episodes(index, manifest, rp, seed=0)
+    held = set(splits.loc[splits.split == "heldout_task", "episode_id"])
+    assert held  # PokeCube-v1 is the held-out task of the test data
+    main = rla_nodes.build_rla_data(cache, splits, index, cfg, include_heldout_task=True)
+    claim = rla_nodes.build_rla_data(cache, splits, index, cfg, include_heldout_task=False)
+    assert held <= set(main.train.episode_ids) and not held & set(claim.train.episode_ids)
+    assert set(rla_nodes.training_episode_ids(splits, True)) == set(splits.loc[splits.split != "val", "episode_id"])
+
+
 def test_baselines_get_the_total_budget_of_rla_wm():
     from rla_pipeline.stages.world_model import baseline_steps
 

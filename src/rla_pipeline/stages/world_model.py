@@ -119,7 +119,9 @@ def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, par
     # every seed derives from the global one: the horizon draws (offset by the configured sample seed) and the
     # trainer (init, data order)
     p.samples = dataclasses.replace(p.samples, seed=p.samples.seed + seed)
-    train_ids = action_episode_ids(feature_cache, episode_splits, "train")
+    # every task the tables report, the held-out one included, as the RLA (rla_model) was trained
+    train_ids = sorted(action_episode_ids(feature_cache, episode_splits, "train")
+                       + action_episode_ids(feature_cache, episode_splits, "heldout_task"))
     val_ids = action_episode_ids(feature_cache, episode_splits, "val")
     if not train_ids:
         raise ValueError("world_model: no training episodes with actions in the train split")
