@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from rla_pipeline.evaluation.metrics import token_l1
 from rla_pipeline.utils.config import from_dict
 
 REWARD_MODES = ("goal", "corresponding")
@@ -61,11 +62,6 @@ class ImaginedEnvConfig:
             raise ValueError("ImaginedEnvConfig: action_high must be > action_low")
         if self.execute_steps is not None and self.execute_steps < 1:
             raise ValueError("ImaginedEnvConfig.execute_steps must be >= 1 (or null = the whole chunk)")
-
-
-def token_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference per sample: (B,N,D), (B,N,D) -> (B,)."""
-    return (a.float() - b.float()).abs().flatten(1).mean(dim=1)
 
 
 @dataclass
