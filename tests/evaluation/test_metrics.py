@@ -114,3 +114,64 @@ def test_eval_pairs_fixed_and_in_range():
     assert isinstance(pairs, pd.DataFrame)
     assert ((pairs.t + pairs.h) < pairs.episode_id.map({"a": 10, "b": 4})).all()
     assert pairs[pairs.episode_id == "a"].t.tolist() == [0, 2, 4, 6]
+
+
+# ---------------------------------------------------------------- issue 11: spread pairs, bootstrap, controls
+def test_world_model_pairs_are_spread_over_episodes_not_the_first_one():
+    from rla_pipeline.evaluation.metrics import rollout_batch
+
+    eps = {e: _linear_episode(T=60) for e in "abcd"}
+    cache = ArrayCache(eps, {e: np.zeros((60, 2), np.float32) for e in eps})
+    b = rollout_batch(cache, ["a", "c", "b", "d"], h=5, chunk=5, max_actions=5, stride=2, max_pairs=8)
+    # 8 pairs over 4 episodes: two starts of each (the old head(8) took all 8 from episode "a")
+    assert b.pairs.groupby("episode_id").size().to_dict() == {"a": 2, "b": 2, "c": 2, "d": 2}
+    assert b.pairs[b.pairs.episode_id == "a"].t.tolist() == [0, 2]
+
+
+def test_episode_bootstrap_interval_covers_a_known_ratio_and_difference():
+    from rla_pipeline.evaluation.metrics import episode_bootstrap
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for e in range(0, 30, 2):
+        cs = rng.uniform(0.5, 2.0) * rng.uniform(0.8, 1.2, size=4)  # episodes differ in how much moves
+        ug, ub = rng.uniform(0, 0.4, size=2)  # and in how well each model does: antithetic episode twins, so the
+        for twin, sign in ((e, 1), (e + 1, -1)):  # pooled ratios are exactly 0.5 and 0.8
+            for c in cs:
+                rows.append({"episode_id": f"e{twin}", "copy": c, "good": 0.5 * c * (1 + sign * ug),
+                             "bad": 0.8 * c * (1 + sign * ub)})
+    errors = pd.DataFrame(rows)
+    ci = episode_bootstrap(errors, ["good", "bad"], reference="good", n_boot=500, seed=0)
+    assert ci["good"]["vs_copy_ci_low"] < 0.5 < ci["good"]["vs_copy_ci_high"]
+    assert ci["bad"]["vs_copy_ci_low"] < 0.8 < ci["bad"]["vs_copy_ci_high"]
+    assert ci["bad"]["ref_minus_ci_low"] < -0.3 < ci["bad"]["ref_minus_ci_high"] < 0  # good beats bad by 0.3
+    assert "ref_minus_vs_copy" not in ci["good"]
+
+
+def test_world_model_table_has_intervals_and_reference_difference():
+    cache = ArrayCache({"e": _linear_episode(T=40), "f": _linear_episode(T=40)},
+                       {"e": np.zeros((40, 2), np.float32), "f": np.zeros((40, 2), np.float32)})
+    table = world_model_table({"a": CopyModel(), "b": CopyModel()}, cache, ["e", "f"], horizons=[5], chunk=5,
+                              max_actions=5, stride=5, n_boot=50, reference="a")
+    b = table[table.model == "b"].iloc[0]
+    assert b.episodes == 2 and b.vs_copy_ci_low == pytest.approx(1.0) and b.vs_copy_ci_high == pytest.approx(1.0)
+    assert b.ref_minus_vs_copy == pytest.approx(0.0) and b.ref_minus_ci_low == pytest.approx(0.0)
+    assert np.isnan(table[table.model == "a"].iloc[0].ref_minus_vs_copy)
+
+
+class ConstantDecoderRLA(InterpolatingRLA):
+    """Ignores z: decodes every latent to s_t. A perfect interpolator's score must beat it; its own is 0."""
+
+    def decode(self, s_t, z):
+        return s_t.clone()
+
+
+def test_temporal_progression_prints_a_shuffled_z_control():
+    eps = {"e": _linear_episode(T=16), "f": 3.0 * _linear_episode(T=16)}
+    cache = ArrayCache(eps, {})
+    prog = temporal_progression(InterpolatingRLA(), cache, ["e", "f"], h=10, alphas=[0.0, 0.5, 1.0], stride=4)
+    assert "spearman_shuffled_z" in prog.columns and prog.spearman.to_list() == pytest.approx([1.0] * len(prog))
+    # a z from the other episode (3x the motion) overshoots: alpha no longer walks s_t -> s_t+h in step
+    assert prog.spearman_shuffled_z.mean() < prog.spearman.mean()
+    flat = temporal_progression(ConstantDecoderRLA(), cache, ["e", "f"], h=10, alphas=[0.0, 0.5, 1.0], stride=4)
+    assert flat.spearman.to_list() == [0.0] * len(flat) and flat.spearman_shuffled_z.to_list() == [0.0] * len(flat)

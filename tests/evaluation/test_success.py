@@ -1,6 +1,7 @@
 """Wilson intervals on known counts and the paper-shaped tables with their verdict."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -47,3 +48,60 @@ def test_verdict_says_plainly_when_method_does_not_win():
     eps = _episodes({("token_bc", "PokeCube-v1"): 6, ("wmrl", "PokeCube-v1"): 4})
     t = comparison_table(eps, "token_bc", "wmrl", {}, ("BC-ResNet", "WMRL"))
     assert "Verdict: wmrl does NOT beat token_bc" in table_markdown(t, "token_bc", "wmrl", "Table 3")
+
+
+# ---------------------------------------------------------------- paired comparisons (issue 11, evidence)
+from rla_pipeline.evaluation.success import (  # noqa: E402
+    episodes_to_resolve, mcnemar_exact, paired_difference, paired_outcomes,
+)
+
+
+def test_mcnemar_exact_known_values():
+    assert mcnemar_exact(0, 9) == pytest.approx(2 / 512)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
+    assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 5) == 1.0
+
+
+def test_paired_verdict_where_wilson_intervals_overlap():
+    # method succeeds on every seed the baseline does plus 7 more: Wilson intervals overlap (50% vs 85% of 20),
+    # but 7 discordant pairs all one way is McNemar p = 2/128 < 0.05: the paired test sees what non-overlap cannot.
+    eps = _episodes({("bc", "PullCube-v1"): 10, ("bc_rla", "PullCube-v1"): 17}, n=20)
+    t = comparison_table(eps, "bc", "bc_rla", {}, ("BC-ResNet", "+RLA"))
+    row = t.iloc[0]
+    assert row["bc_ci_high"] > row["bc_rla_ci_low"]  # the intervals overlap
+    assert (row["only_baseline"], row["only_method"]) == (0, 7)
+    assert row["p_mcnemar"] == pytest.approx(2 / 128) and row["verdict"] == "bc_rla better"
+    assert row["diff"] == pytest.approx(35.0) and row["diff_ci_low"] > 0
+    md = table_markdown(t, "bc", "bc_rla", "Table 2")
+    assert "+35.0 [" in md and "McNemar" in md
+
+
+def test_paired_bootstrap_interval_covers_a_known_difference():
+    rng = np.random.default_rng(1)
+    n = 400
+    base = rng.random(n) < 0.5
+    # the method wins 15 points: flips 60 of the baseline's failures to successes
+    meth = base.copy()
+    meth[np.flatnonzero(~base)[:60]] = True
+    pairs = pd.DataFrame({"task": np.where(np.arange(n) % 2, "A", "B"), "seed": np.arange(n), "base": base,
+                          "meth": meth})
+    d = paired_difference(pairs, n_boot=2000, seed=0)
+    assert d["diff"] == pytest.approx(15.0)
+    assert d["diff_ci_low"] < 15.0 < d["diff_ci_high"] and d["diff_ci_low"] > 0
+    assert d["p_mcnemar"] < 1e-10
+
+
+def test_unpaired_seeds_are_refused():
+    eps = _episodes({("bc", "PullCube-v1"): 3, ("bc_rla", "PullCube-v1"): 3})
+    eps.loc[eps.index[-1], "seed"] = 99  # the method ran one other seed
+    with pytest.raises(ValueError, match="same evaluation seeds"):
+        paired_outcomes(eps, "bc", "bc_rla")
+
+
+def test_episodes_to_resolve_a_15_point_difference():
+    n = episodes_to_resolve(0.5, 0.65)  # independent outcomes: discordance 0.5
+    assert n == 173  # (1.96 sqrt(.5) + 0.842 sqrt(.5 - .0225))^2 / .0225 = 172.04
+    assert episodes_to_resolve(0.5, 0.65, discordance=0.25) < n  # correlated policies need fewer
+    with pytest.raises(ValueError):
+        episodes_to_resolve(0.5, 0.5)

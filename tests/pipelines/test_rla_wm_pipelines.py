@@ -70,11 +70,17 @@ def test_rla_and_world_model_pipelines_run(tiny_cache, project_root, tmp_path):
     ds.save(rla)
     rla = ds.load()
     wm = wm_nodes.train_rla_world_model(rla, cache, splits, index, wp, "cpu")
-    det = wm_nodes.train_deterministic_baseline(cache, splits, index, wp, "cpu")
-    absf = wm_nodes.train_absolute_flow_baseline(cache, splits, index, wp, "cpu")
+    det = wm_nodes.train_deterministic_baseline(cache, splits, index, wp, "cpu", None, 0, rp)
+    res = wm_nodes.train_deterministic_residual_baseline(cache, splits, index, wp, "cpu", None, 0, rp)
+    absf = wm_nodes.train_absolute_flow_baseline(cache, splits, index, wp, "cpu", None, 0, rp)
+    assert not det.config.predict_residual and res.config.predict_residual  # the two deterministic rows
     assert all(torch.equal(wm.rla.state_dict()[k], v) for k, v in rla.state_dict().items())  # frozen
-    table, plot, pictures = wm_nodes.evaluate_world_models(wm, det, absf, cache, splits, index, wp, seed=0)
-    assert set(table.model) == {"copy", "rla_wm", "deterministic", "absolute_flow"}
+    table, plot, pictures = wm_nodes.evaluate_world_models(wm, det, absf, cache, splits, index, wp, seed=0,
+                                                           wm_baseline_deterministic_residual=res)
+    assert set(table.model) == {"copy", "rla_wm", "deterministic", "deterministic_residual", "absolute_flow"}
+    base = table[table.model.isin(["deterministic", "deterministic_residual", "absolute_flow"])]
+    assert base.ref_minus_ci_low.le(base.ref_minus_ci_high).all() and base.ref_minus_vs_copy.notna().all()
+    assert (table[table.model != "copy"].vs_copy_ci_low <= table[table.model != "copy"].vs_copy_ci_high).all()
     assert set(table.horizon) == {2, 5, 10}
     assert (table.loc[table.horizon == 10, "chunks"] == 2).all()  # 10 frames = 2 autoregressive chunks of 5
     learned = table[table.model != "copy"]
@@ -85,6 +91,56 @@ def test_rla_and_world_model_pipelines_run(tiny_cache, project_root, tmp_path):
     assert isinstance(plot, Figure) and isinstance(pictures, Figure)
     plot.savefig(tmp_path / "p.png")
     pictures.savefig(tmp_path / "q.png")
+
+
+def test_global_seed_reaches_the_rla_and_world_model_trainers(tiny_cache, project_root):
+    """Changing `seed` changes the RLA's and the world models' training (it stayed 0 whatever `seed` said)."""
+    import torch
+
+    from rla_pipeline.stages import rla as rla_nodes
+    from rla_pipeline.stages import world_model as wm_nodes
+
+    cache, index, manifest = tiny_cache
+    rp = _params(project_root, "rla")
+    rp["trainer"] = {**rp["trainer"], "max_steps": 3, "val_every": 3, "warmup_steps": 0}
+    wp = _params(project_root, "world_model")
+    wp["trainer"] = {**wp["trainer"], "max_steps": 3, "val_every": 3, "warmup_steps": 0}
+    wp["budget"] = "same_steps"
+    splits = rla_nodes.split_episodes(index, manifest, rp, seed=0)
+
+    def weights(m):
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    r0, r0b, r1 = (rla_nodes.train_rla(cache, splits, index, rp, "cpu", seed=s) for s in (0, 0, 1))
+    assert torch.equal(weights(r0), weights(r0b)) and not torch.equal(weights(r0), weights(r1))
+    d0, d0b, d1 = (wm_nodes.train_deterministic_baseline(cache, splits, index, wp, "cpu", None, s, rp)
+                   for s in (0, 0, 1))
+    assert torch.equal(weights(d0), weights(d0b)) and not torch.equal(weights(d0), weights(d1))
+
+
+def test_table_models_see_every_task_and_claim_1_2_keeps_its_own_heldout_run(tiny_cache, project_root):
+    """rla_model (used by BC+RLA / WMRL / the world model) trains on the held-out task too; rla_heldout_model not."""
+    from rla_pipeline.stages import rla as rla_nodes
+
+    cache, index, manifest = tiny_cache
+    rp = _params(project_root, "rla")
+    cfg = rla_nodes.RLAStageConfig.from_dict(rp)
+    splits = rla_nodes.split_episodes(index, manifest, rp, seed=0)
+    held = set(splits.loc[splits.split == "heldout_task", "episode_id"])
+    assert held  # PokeCube-v1 is the held-out task of the test data
+    main = rla_nodes.build_rla_data(cache, splits, index, cfg, include_heldout_task=True)
+    claim = rla_nodes.build_rla_data(cache, splits, index, cfg, include_heldout_task=False)
+    assert held <= set(main.train.episode_ids) and not held & set(claim.train.episode_ids)
+    assert set(rla_nodes.training_episode_ids(splits, True)) == set(splits.loc[splits.split != "val", "episode_id"])
+
+
+def test_baselines_get_the_total_budget_of_rla_wm():
+    from rla_pipeline.stages.world_model import baseline_steps
+
+    wp = {"trainer": {"max_steps": 1200, "batch_size": 32}}
+    rp = {"trainer": {"max_steps": 1500, "batch_size": 64}}
+    assert baseline_steps(wp, rp) == 1200 + 3000  # the RLA's 1500 x 64 samples at batch 32
+    assert baseline_steps({**wp, "budget": "same_steps"}, rp) == 1200
 
 
 def test_pipelines_are_registered_with_catalog_entries(project_root):

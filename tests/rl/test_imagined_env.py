@@ -116,3 +116,54 @@ def test_config_rejects_bad_values():
         ImaginedEnvConfig(success_threshold=0.1, reward_mode="dense")
     with pytest.raises(Exception, match="unknown"):
         ImaginedEnvConfig.from_dict({"success_threshold": 0.1, "bogus": 1})
+
+
+class ConstantPolicy(torch.nn.Module):
+    """The simplest real policy: the same (zero) chunk for every observation."""
+
+    def __init__(self, chunk: int, action_dim: int):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(chunk=chunk, action_dim=action_dim, num_tasks=0)
+
+    def action_mean(self, tokens, task=None):
+        return torch.zeros(tokens.shape[0], self.config.chunk, self.config.action_dim)
+
+
+def test_imagined_success_counts_one_episode_per_start_state():
+    from rla_pipeline.rl.imagined_env import evaluate_start_states
+    from rla_pipeline.rl.ppo import evaluate_imagined
+
+    N, D, A, H = 2, 3, 3, 4
+    starts = torch.randn(6, N, D)
+    goals = starts.clone()
+    goals[3:] += 5.0  # start states 0-2 are solved by the first (zero) chunk, 3-5 never
+    env = ImaginedVectorEnv(ShiftWorldModel(A, D), starts, goals=goals, cfg=ImaginedEnvConfig(
+        num_envs=4, max_chunks=5, success_threshold=0.1))
+    policy = ConstantPolicy(H, A)
+    r = evaluate_start_states(policy, env, seed=0)
+    assert r["episodes"] == 6 and r["success_rate"] == pytest.approx(0.5)
+    assert r["mean_return"] == pytest.approx(-(3 * 0.0 + 3 * 5 * 5.0) / 6)  # 5 chunks at L1 5 for the failures
+    # the old count (first n finished episodes of self-resetting envs) over-weights the fast successes
+    assert evaluate_imagined(policy, env, n_episodes=6, seed=0)["success_rate"] > 0.5
+
+
+def test_execute_steps_masks_the_rest_of_the_chunk():
+    N, D, A, H = 2, 3, 3, 4
+    starts = torch.zeros(1, N, D)
+    cfg = dict(num_envs=1, max_chunks=3, success_threshold=1e-9)
+    a = torch.zeros(1, H, A)
+    a[0, :2, 0] = 0.5
+    tail = a.clone()
+    tail[0, 2:, 0] = 1.0  # actions 3 and 4 of the chunk: not executed with execute_steps=2
+    outs = []
+    for chunk in (a, tail):
+        env = ImaginedVectorEnv(ShiftWorldModel(A, D), starts, goals=starts, cfg=ImaginedEnvConfig(
+            execute_steps=2, **cfg))
+        env.reset(seed=0)
+        outs.append(env.step(chunk)[0]["tokens"])
+    assert torch.equal(outs[0], outs[1])
+    env = ImaginedVectorEnv(ShiftWorldModel(A, D), starts, goals=starts, cfg=ImaginedEnvConfig(**cfg))
+    env.reset(seed=0)
+    assert not torch.equal(env.step(tail)[0]["tokens"], outs[0])  # the whole chunk runs by default

@@ -62,7 +62,7 @@ def test_token_bc_then_wmrl(data):
     cfg = WMRLConfig.from_dict({"episodes": EPISODES, "policy": {"hidden": 16, "token_proj": 4, "chunk": 4},
                                 "bc_trainer": TRAINER, "env": {"num_envs": 4, "max_chunks": 2},
                                 "ppo": {"total_env_steps": 16, "num_steps": 2, "num_minibatches": 2,
-                                        "critic_warmup_updates": 1}, "eval_episodes": 4})
+                                        "critic_warmup_updates": 1}})
     policy, hist = train_token_bc(cache, index, cfg, TASKS, seed=0, device="cpu")
     assert isinstance(policy, TokenPolicy) and policy.config.num_tokens == 4 and len(hist)
     wmrl, ppo_hist, calib = train_wmrl(wm, policy, cache, index, cfg, TASKS, seed=0, device="cpu")
@@ -71,6 +71,18 @@ def test_token_bc_then_wmrl(data):
     assert not torch.equal(wmrl.log_std, policy.log_std) or not all(
         torch.equal(a, b) for a, b in zip(wmrl.parameters(), policy.parameters()))  # PPO changed a copy
     assert np.isfinite(calib.iloc[0]["after_mean_return"])
+    # one imagined episode per start state (= labelled demo), not the first n finished episodes
+    assert calib.iloc[0]["after_episodes"] == 2 * EPISODES["n_labelled_per_task"]
+    assert calib.iloc[0]["executed_per_chunk"] == 4
+
+
+def test_simulator_and_imagination_execute_the_same_actions_per_chunk():
+    from rla_pipeline.stages.evaluation import check_same_execution
+
+    assert check_same_execution({}, {}, chunk=8) == 8  # defaults: the whole chunk in both
+    assert check_same_execution({"sim": {"execute_steps": 4}}, {"env": {"execute_steps": 4}}, chunk=8) == 4
+    with pytest.raises(ValueError, match="execute_steps"):
+        check_same_execution({"sim": {"execute_steps": 4}}, {}, chunk=8)
 
 
 def test_eval_seeds_are_a_separate_range():
@@ -96,3 +108,32 @@ def test_sim_config_takes_the_training_episodes_size_and_control_mode(data):
     fixed = sim_config(EvaluationConfig.from_dict({"sim": {"image_size": 64, "control_mode": "pd_ee_delta_pos"}}),
                        index, TASKS)
     assert (fixed.image_size, fixed.control_mode) == (64, "pd_ee_delta_pos")
+
+
+def test_bc_and_bc_rla_see_the_same_labelled_batches_with_actionless_added(data):
+    """Same seed and labelled sampler: BC+RLA's labelled frames are BC's, in BC's order; actionless come on top."""
+    from rla_pipeline.rl.bc import latent_targets, select_episodes
+    from rla_pipeline.stages.bc import bc_datasets
+    from rla_pipeline.training.trainer import epoch_order
+    from rla_pipeline.models.policy import BCResNetConfig
+
+    store, index, cache, rla, _ = data
+    cfg = ActionlessBCConfig.from_dict({"episodes": EPISODES, "policy": {"image_size": 32, "hidden": 16, "chunk": 4},
+                                        "trainer": TRAINER, "actionless_per_labelled": 2})
+    e = cfg.episodes
+    sel = select_episodes(index, TASKS, e.n_labelled_per_task, e.n_val_per_task, e.max_actionless_per_task,
+                          e.extra_demos_as_actionless)
+    pconf = BCResNetConfig(image_size=32, chunk=4, latent_tokens=2, latent_dim=4)
+    z_of = lambda eid: latent_targets(rla, cache.tokens(eid), h=4)  # noqa: E731
+    bc, _ = bc_datasets(store, index, TASKS, cfg, sel, pconf, 4, seed=0)
+    bc_rla, _ = bc_datasets(store, index, TASKS, cfg, sel, pconf, 4, seed=0, z_of=z_of)
+    assert len(bc) == len(bc_rla)  # the trainer's sampler depends only on (seed, len): the same order
+    order = epoch_order(0, 0, len(bc))[:16].tolist()
+    for epoch in (0, 1):
+        bc.set_epoch(epoch), bc_rla.set_epoch(epoch)
+        for i in order:
+            a, b = bc[i], bc_rla[i]
+            assert a["image"].shape[0] == 1 and b["image"].shape[0] == 3  # 1 labelled + 2 actionless on top
+            assert torch.equal(a["image"][0], b["image"][0]) and torch.equal(a["actions"][0], b["actions"][0])
+            assert bool(b["action_mask"][0].any()) and not bool(b["action_mask"][1:].any())
+            assert bool(b["has_z"].all())

@@ -109,25 +109,42 @@ def temporal_progression(model, cache, episode_ids: list[str], h: int, alphas: l
     For each pair (s_t, s_{t+h}): z = encode(s_t, s_{t+h}); noise ~ N(0, std(z)^2) (z's own scale, fixed per pair);
     for each a, decode and find the nearest true frame among s_t .. s_{t+h} (token L1); the score of the pair is the
     Spearman correlation between a and that frame index (1 = a perfectly orders the decoded states).
-    Columns: episode_id, t, h, spearman, nearest (list of indices, 0 = s_t, h = s_{t+h}).
+
+    Control (``spearman_shuffled_z``, printed beside): the same procedure with the z of ANOTHER pair (the next pair
+    in the list, from another episode where there is one). Moving from noise towards any in-distribution z may drift
+    the decoded state away from s_t and so "order" frames by itself; the claim holds only where the true z orders
+    clearly better than a shuffled one. NaN when there is a single pair.
+    Columns: episode_id, t, h, spearman, spearman_shuffled_z, nearest (list of indices, 0 = s_t, h = s_{t+h}).
     """
     model.eval()
-    pairs = eval_pairs(_frames(cache, episode_ids), [h], stride).head(max_pairs)
+    pairs = spread_pairs(eval_pairs(_frames(cache, episode_ids), [h], stride), sorted(episode_ids), max_pairs)
     g = torch.Generator().manual_seed(seed)
     alphas_t = torch.tensor(alphas, dtype=torch.float32)
-    rows = []
+    seqs, zs = [], []
     for eid, t, hh in pairs.itertuples(index=False):
         seq = torch.from_numpy(np.asarray(cache.tokens(eid)[t : t + hh + 1], dtype=np.float32))  # (h+1, N, D)
-        s_t, s_th = seq[:1], seq[-1:]
-        z = model.encode(s_t, s_th)  # (1, K, d)
+        seqs.append(seq)
+        zs.append(model.encode(seq[:1], seq[-1:]))  # (1, K, d)
+    eids = pairs["episode_id"].tolist()
+
+    def score(seq, z):
         noise = torch.randn(z.shape, generator=g) * z.std()
         z_a = alphas_t[:, None, None] * z + (1 - alphas_t[:, None, None]) * noise  # (A, K, d)
-        dec = model.decode(s_t.expand(len(alphas), -1, -1), z_a)  # (A, N, D)
+        dec = model.decode(seq[:1].expand(len(alphas), -1, -1), z_a)  # (A, N, D)
         dist = (dec[:, None] - seq[None]).abs().flatten(2).mean(-1)  # (A, h+1)
         nearest = dist.argmin(1).numpy()
-        rows.append({"episode_id": eid, "t": int(t), "h": int(hh), "spearman": spearman(alphas, nearest),
+        return spearman(alphas, nearest), nearest
+
+    rows = []
+    n = len(seqs)
+    for i, (eid, t, hh) in enumerate(pairs.itertuples(index=False)):
+        rho, nearest = score(seqs[i], zs[i])
+        # the donor of the control z: the next pair from another episode (else simply the next pair)
+        others = [j for j in range(1, n) if eids[(i + j) % n] != eid]
+        shuffled = score(seqs[i], zs[(i + others[0]) % n] if others else zs[(i + 1) % n])[0] if n > 1 else math.nan
+        rows.append({"episode_id": eid, "t": int(t), "h": int(hh), "spearman": rho, "spearman_shuffled_z": shuffled,
                      "nearest": nearest.tolist()})
-    return pd.DataFrame(rows, columns=["episode_id", "t", "h", "spearman", "nearest"])
+    return pd.DataFrame(rows, columns=["episode_id", "t", "h", "spearman", "spearman_shuffled_z", "nearest"])
 
 
 # ---------------------------------------------------------------- world models
@@ -153,6 +170,50 @@ def rollout_action_chunks(actions: np.ndarray, t: int, lengths: list[int], max_a
     return chunks, masks
 
 
+def spread_pairs(pairs: pd.DataFrame, episode_order: list[str], max_pairs: int | None) -> pd.DataFrame:
+    """Up to ``max_pairs`` pairs taken round-robin over episodes in ``episode_order`` (k-th start of every episode
+    before any (k+1)-th); returned in (episode order, t) order."""
+    if pairs.empty:
+        return pairs
+    pos = {e: i for i, e in enumerate(episode_order)}
+    p = pairs.assign(_e=pairs["episode_id"].map(pos), _r=pairs.groupby("episode_id").cumcount())
+    if max_pairs:
+        p = p.sort_values(["_r", "_e"], kind="mergesort").head(max_pairs)
+    return p.sort_values(["_e", "t"], kind="mergesort").drop(columns=["_e", "_r"]).reset_index(drop=True)
+
+
+def episode_bootstrap(errors: pd.DataFrame, models: list[str], reference: str | None, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, dict[str, float]]:
+    """Episode-level bootstrap 95% intervals of each model's ratio to copy, and of ``reference`` minus each model.
+
+    errors: one row per pair with ``episode_id``, ``copy`` and one column per model (per-pair token L1). A resample
+    draws episodes with replacement (pairs of one episode are correlated, so the episode is the unit) and the ratio
+    is sum(model L1) / sum(copy L1) over the drawn episodes' pairs. Returns per model: vs_copy_ci_low/high and (when
+    ``reference`` is given and is another model) ref_minus_vs_copy, ref_minus_ci_low/high (in ratio-to-copy units;
+    < 0 means the reference is better)."""
+    eps = list(dict.fromkeys(errors["episode_id"]))
+    per_ep = errors.groupby("episode_id", sort=False)[["copy", *models]].sum().loc[eps]
+    sums = per_ep.to_numpy(np.float64)  # (E, 1 + M)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(eps), size=(n_boot, len(eps)))
+    counts = np.zeros((n_boot, len(eps)))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    tot = counts @ sums  # (n_boot, 1 + M)
+    ratios = tot[:, 1:] / np.clip(tot[:, :1], 1e-12, None)
+    out: dict[str, dict[str, float]] = {}
+    point = sums[:, 1:].sum(0) / max(sums[:, 0].sum(), 1e-12)
+    for j, m in enumerate(models):
+        r = {"vs_copy_ci_low": float(np.quantile(ratios[:, j], 0.025)),
+             "vs_copy_ci_high": float(np.quantile(ratios[:, j], 0.975))}
+        if reference is not None and reference in models and m != reference:
+            k = models.index(reference)
+            d = ratios[:, k] - ratios[:, j]
+            r.update({"ref_minus_vs_copy": float(point[k] - point[j]), "ref_minus_ci_low": float(np.quantile(d, 0.025)),
+                      "ref_minus_ci_high": float(np.quantile(d, 0.975))})
+        out[m] = r
+    return out
+
+
 @dataclass
 class RolloutBatch:
     """Stacked evaluation data for one horizon: s_0 (B,N,D), targets (B,N,D), chunks [(B,H,A)], masks [(B,H)]."""
@@ -166,11 +227,13 @@ class RolloutBatch:
 
 def rollout_batch(cache, episode_ids: list[str], h: int, chunk: int, max_actions: int, stride: int,
                   max_pairs: int | None = None) -> RolloutBatch | None:
-    """All evaluation starts for horizon h (None when no episode is long enough or has actions)."""
+    """All evaluation starts for horizon h (None when no episode is long enough or has actions).
+
+    With ``max_pairs``, the pairs kept are spread over the episodes: round-robin in the order of ``episode_ids``
+    (pass them interleaved by task), the first start of every episode before any second one, so no single task or
+    episode fills the budget."""
     with_actions = [e for e in episode_ids if "action" in cache.steps(e)]
-    pairs = eval_pairs(_frames(cache, with_actions), [h], stride)
-    if max_pairs:
-        pairs = pairs.head(max_pairs)
+    pairs = spread_pairs(eval_pairs(_frames(cache, with_actions), [h], stride), with_actions, max_pairs)
     if pairs.empty:
         return None
     lengths = split_horizon(h, min(chunk, max_actions))
@@ -218,13 +281,18 @@ def copy_model_l1(batch: RolloutBatch) -> float:
 @torch.no_grad()
 def world_model_table(models: dict, cache, episode_ids: list[str], horizons: list[int], chunk: int,
                       max_actions: int, stride: int = 4, max_pairs: int | None = 128, seed: int = 0,
-                      fps: float | None = None) -> pd.DataFrame:
-    """Token L1 per model and horizon, with the copy baseline and the cost per predicted step.
+                      fps: float | None = None, n_boot: int = 1000, reference: str | None = None) -> pd.DataFrame:
+    """Token L1 per model and horizon, with the copy baseline, episode-level bootstrap intervals and the cost per
+    predicted step. Pairs are spread over ``episode_ids`` in their order (see :func:`rollout_batch`).
 
-    Columns: model, horizon, chunks, pairs, token_l1, vs_copy (l1 / copy l1), seconds_per_step, gflops_per_step,
-    horizon_seconds (horizon / fps when fps is given).
+    Columns: model, horizon, chunks, pairs, episodes, token_l1, vs_copy (l1 / copy l1), vs_copy_ci_low/high
+    (episode bootstrap 95%), ref_minus_vs_copy and ref_minus_ci_low/high (``reference``'s vs_copy minus this
+    model's, < 0: the reference predicts better; NaN on the reference's own row and on copy), seconds_per_step,
+    gflops_per_step, horizon_seconds (horizon / fps when fps is given).
     """
     rows = []
+    nan_ci = {"vs_copy_ci_low": math.nan, "vs_copy_ci_high": math.nan, "ref_minus_vs_copy": math.nan,
+              "ref_minus_ci_low": math.nan, "ref_minus_ci_high": math.nan}
     for h in horizons:
         batch = rollout_batch(cache, episode_ids, h, chunk, max_actions, stride, max_pairs)
         if batch is None:
@@ -232,15 +300,21 @@ def world_model_table(models: dict, cache, episode_ids: list[str], horizons: lis
         copy = copy_model_l1(batch)
         n_chunks = len(batch.chunks)
         base = {"horizon": int(h), "chunks": n_chunks, "pairs": len(batch.pairs),
-                "horizon_seconds": (h / fps) if fps else math.nan}
+                "episodes": int(batch.pairs["episode_id"].nunique()), "horizon_seconds": (h / fps) if fps else math.nan}
         rows.append({**base, "model": "copy", "token_l1": copy, "vs_copy": 1.0, "seconds_per_step": 0.0,
-                     "gflops_per_step": 0.0})
+                     "gflops_per_step": 0.0, **nan_ci})
+        errors = batch.pairs[["episode_id"]].assign(copy=token_l1(batch.s_0, batch.target).numpy())
+        model_rows = []
         for name, model in models.items():
             model.eval()
-            l1, _ = rollout_l1(model, batch, seed=seed)
+            l1, pred = rollout_l1(model, batch, seed=seed)
+            errors[name] = token_l1(pred, batch.target).numpy()
             k = min(16, batch.s_0.shape[0])
             cost = step_cost(model, batch.s_0[:k], batch.chunks[0][:k], batch.masks[0][:k])
-            rows.append({**base, "model": name, "token_l1": l1, "vs_copy": l1 / max(copy, 1e-12), **cost})
-    cols = ["model", "horizon", "chunks", "pairs", "token_l1", "vs_copy", "seconds_per_step", "gflops_per_step",
-            "horizon_seconds"]
+            model_rows.append({**base, "model": name, "token_l1": l1, "vs_copy": l1 / max(copy, 1e-12), **cost})
+        ci = episode_bootstrap(errors, list(models), reference, n_boot, seed)
+        rows += [{**r, **nan_ci, **ci[r["model"]]} for r in model_rows]
+    cols = ["model", "horizon", "chunks", "pairs", "episodes", "token_l1", "vs_copy", "vs_copy_ci_low",
+            "vs_copy_ci_high", "ref_minus_vs_copy", "ref_minus_ci_low", "ref_minus_ci_high", "seconds_per_step",
+            "gflops_per_step", "horizon_seconds"]
     return pd.DataFrame(rows, columns=cols)

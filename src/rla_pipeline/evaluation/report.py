@@ -283,8 +283,10 @@ def build_report(
         ("data", "Data"),
     ]
     nav = "<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in sections) + "</nav>"
-    note = ("Success rates in percent over simulator episodes with 95% Wilson intervals; the paper's columns are "
-            "references from different robots and scale.")
+    note = ("Success rates in percent over simulator episodes with 95% Wilson intervals. Both policies ran the same "
+            "evaluation seeds: diff is method - baseline (points) with a paired bootstrap 95% interval, and the "
+            "verdict is the exact McNemar test at 5%. The paper's columns are references from different robots "
+            "and scale.")
     body = [
         _header(provenance, cfg, generated),
         nav,
@@ -292,6 +294,9 @@ def build_report(
         _success_section("success-wmrl", sections[1][1], wmrl_success_table, cfg, note),
         _section("prediction", sections[2][1], [
             "<h3>Token L1 per horizon (RLA-WM vs baselines)</h3>",
+            '<p class="note">vs_copy: ratio to the copy baseline with an episode-level bootstrap 95% interval; '
+            "ref_minus_vs_copy: RLA-WM's ratio minus this model's (&lt; 0: RLA-WM better), with its interval. "
+            "Every model trained on the same data and the same total budget (world_model.budget).</p>",
             table_html(wm_prediction_table, cfg, "prediction error"),
             _images(wm_prediction_plot, cfg, "prediction error against horizon"),
             "<h3>Pictures of predicted features</h3>",
@@ -300,7 +305,9 @@ def build_report(
         _section("rla-checks", sections[3][1], [
             "<h3>Reconstruction vs copying s_t</h3>", table_html(rla_metrics, cfg, "reconstruction"),
             "<h3>Generalisation to the held-out task</h3>", table_html(rla_generalisation, cfg, "generalisation"),
-            "<h3>Temporal progression</h3>", table_html(rla_temporal_progression, cfg, "temporal progression"),
+            "<h3>Temporal progression</h3>",
+            '<p class="note">spearman_shuffled_z is the control: the same walk with the z of another pair.</p>',
+            table_html(rla_temporal_progression, cfg, "temporal progression"),
         ]),
         _tuning_section(tuned_shape, cfg),
         _section("data", sections[5][1], table_html(ingestion_summary, cfg, "ingestion summary")),

@@ -1,15 +1,23 @@
-"""Success rates with 95% Wilson intervals, and the two paper-shaped tables (Table 2: BC vs BC+RLA, Table 3: BC vs WMRL).
+"""Success rates with 95% Wilson intervals, paired comparisons, and the two paper-shaped tables (Table 2: BC vs
+BC+RLA, Table 3: BC vs WMRL).
 
 Input everywhere is the per-episode frame written by :func:`rla_pipeline.rl.sim_eval.evaluate_in_sim`
 (columns ``policy, task, seed, success, steps, seconds``). Output tables are long-to-wide: one row per task plus an
 ``average`` row, one ``<policy>_sr`` column (percent) with ``<policy>_ci_low/high`` beside it, the paper's own number
 in a column whose name says it is a reference from different robots and scale, and a ``verdict`` that states plainly
 whether the method beat the baseline on our numbers.
+
+Both policies of a table run the SAME evaluation seeds, so the comparison is paired: per task, episodes are matched by
+seed; the verdict uses the exact McNemar test on the discordant pairs, and the difference (method - baseline, points)
+comes with a paired bootstrap 95% interval (pairs resampled within each task; the average row resamples every task's
+pairs at once). Two overlapping Wilson intervals say far less than this: they ignore that a seed which is hard for one
+policy is usually hard for the other.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 PAPER_LABEL = "paper (reference, different robots/scale)"
@@ -39,6 +47,75 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts: ``b`` pairs where only the baseline succeeded,
+    ``c`` where only the method did (binomial test of min(b, c) against Bin(b + c, 1/2)); 1.0 when b + c == 0."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {b}, {c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_outcomes(episodes: pd.DataFrame, baseline: str, method: str) -> pd.DataFrame:
+    """One row per (task, seed) both policies ran: columns task, seed, base (bool), meth (bool).
+
+    Raises when a policy ran a seed the other did not (an unpaired table cannot be compared this way)."""
+    need = {"policy", "task", "seed", "success"}
+    if need - set(episodes.columns):
+        raise ValueError(f"episode table lacks columns {sorted(need - set(episodes.columns))}")
+    cols = ["task", "seed", "success"]
+    b = episodes.loc[episodes["policy"] == baseline, cols].rename(columns={"success": "base"})
+    m = episodes.loc[episodes["policy"] == method, cols].rename(columns={"success": "meth"})
+    pairs = b.merge(m, on=["task", "seed"], how="outer", sort=False)
+    if pairs[["base", "meth"]].isna().any().any():
+        bad = pairs[pairs[["base", "meth"]].isna().any(axis=1)][["task", "seed"]].head(3).values.tolist()
+        raise ValueError(f"{baseline} and {method} did not run the same evaluation seeds, e.g. {bad}")
+    return pairs.assign(base=pairs["base"].astype(bool), meth=pairs["meth"].astype(bool))
+
+
+def paired_difference(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Method - baseline success rate (points) over paired outcomes with a paired bootstrap 95% interval and the exact
+    McNemar p-value. Resampling is stratified by task (each task keeps its own number of pairs), so the average row
+    weighs tasks as the data does and no task can vanish from a resample."""
+    n = len(pairs)
+    if n == 0:
+        return {"pairs": 0, "diff": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
+                "only_baseline": 0, "only_method": 0, "p_mcnemar": 1.0}
+    d = pairs["meth"].to_numpy(int) - pairs["base"].to_numpy(int)  # +1, 0, -1 per pair
+    rng = np.random.default_rng(seed)
+    sums = np.zeros(n_boot)
+    for _, idx in pairs.groupby("task", sort=False).indices.items():
+        dd = d[idx]
+        sums += dd[rng.integers(0, len(dd), size=(n_boot, len(dd)))].sum(1)
+    boot = 100.0 * sums / n
+    b, c = int((d < 0).sum()), int((d > 0).sum())
+    return {"pairs": n, "diff": 100.0 * float(d.mean()), "diff_ci_low": float(np.quantile(boot, 0.025)),
+            "diff_ci_high": float(np.quantile(boot, 0.975)), "only_baseline": b, "only_method": c,
+            "p_mcnemar": mcnemar_exact(b, c)}
+
+
+def episodes_to_resolve(p_baseline: float, p_method: float, discordance: float | None = None, alpha: float = 0.05,
+                        power: float = 0.8) -> int:
+    """Paired episodes per cell for a McNemar test at level ``alpha`` to detect p_method - p_baseline with ``power``
+    (Connor 1987's normal approximation). ``discordance``: the share of seeds where the two policies disagree; None =
+    the independent-outcomes value p_b (1 - p_m) + p_m (1 - p_b), the cautious choice when nothing is known."""
+    from statistics import NormalDist
+
+    delta = abs(p_method - p_baseline)
+    if delta == 0:
+        raise ValueError("a zero difference cannot be resolved")
+    psi = discordance if discordance is not None else p_baseline * (1 - p_method) + p_method * (1 - p_baseline)
+    if not delta <= psi <= 1:
+        raise ValueError(f"discordance {psi} must lie in [|difference| = {delta}, 1]")
+    za, zb = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
+    n = (za * math.sqrt(psi) + zb * math.sqrt(psi - delta ** 2)) ** 2 / delta ** 2
+    return int(math.ceil(n))
+
+
 def _paper_key(task: str) -> str:
     """ManiSkill id ("PullCube-v1") -> the paper's column name ("PullCube")."""
     return task.split("-v")[0]
@@ -65,15 +142,21 @@ def comparison_table(
     method: str,
     paper: dict[str, dict[str, float]],
     paper_names: tuple[str, str],
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Wide table: one row per task (+ ``average``), our rates with CIs, the paper's numbers, and a verdict column.
+    """Wide table: one row per task (+ ``average``), our rates with CIs, the paired difference with its interval, the
+    paper's numbers, and a verdict column.
 
     The average row pools every episode of a policy (its interval is the Wilson interval of the pooled counts).
-    ``verdict`` per row: "<method> better" only when its interval lies wholly above the baseline's, "<method> worse"
-    when wholly below, else "no clear difference" — with a handful of episodes most rows honestly say the latter.
+    Paired columns (episodes matched by seed, see the module docstring): ``diff`` (method - baseline, points),
+    ``diff_ci_low/high`` (paired bootstrap 95%), ``only_baseline`` / ``only_method`` (discordant pairs) and
+    ``p_mcnemar``. ``verdict`` per row: "<method> better" / "<method> worse" only when the exact McNemar test rejects
+    equality at 5%, else "no clear difference" — with a handful of episodes most rows honestly say the latter.
     """
     rates = success_rates(episodes[episodes["policy"].isin([baseline, method])])
     tasks = list(dict.fromkeys(episodes["task"]))
+    pairs = paired_outcomes(episodes, baseline, method)
     rows = []
     for task in [*tasks, "average"]:
         row: dict[str, object] = {"task": task}
@@ -95,10 +178,11 @@ def comparison_table(
         key = "average" if task == "average" else _paper_key(task)
         for pol, name in zip((baseline, method), paper_names):
             row[f"{PAPER_LABEL}: {name}"] = paper.get(name, {}).get(key, float("nan"))
-        b, m = stats[baseline], stats[method]
-        if m["ci_low"] > b["ci_high"]:
+        diff = paired_difference(pairs if task == "average" else pairs[pairs["task"] == task], n_boot, seed)
+        row.update(diff)
+        if diff["p_mcnemar"] < 0.05 and diff["diff"] > 0:
             row["verdict"] = f"{method} better"
-        elif m["ci_high"] < b["ci_low"]:
+        elif diff["p_mcnemar"] < 0.05 and diff["diff"] < 0:
             row["verdict"] = f"{method} worse"
         else:
             row["verdict"] = "no clear difference"
@@ -110,31 +194,38 @@ def verdict_line(table: pd.DataFrame, baseline: str, method: str) -> str:
     """One plain sentence about the ``average`` row: did ``method`` beat ``baseline`` on our numbers?"""
     avg = table[table["task"] == "average"].iloc[0]
     b, m = avg[f"{baseline}_sr"], avg[f"{method}_sr"]
+    d = (f"difference {avg['diff']:+.1f} points, paired 95% interval [{avg['diff_ci_low']:+.1f}, "
+         f"{avg['diff_ci_high']:+.1f}], McNemar p = {avg['p_mcnemar']:.3g}")
     if avg["verdict"] == f"{method} better":
-        return f"Verdict: {method} beats {baseline} on average ({m:.1f}% vs {b:.1f}%, 95% intervals do not overlap)."
+        return f"Verdict: {method} beats {baseline} on average ({m:.1f}% vs {b:.1f}%; {d})."
     if m > b:
         return (f"Verdict: {method} does NOT clearly beat {baseline}: {m:.1f}% vs {b:.1f}% on average, "
-                "but the 95% intervals overlap (too few episodes to tell).")
+                f"but the paired test does not reject equality ({d}; too few episodes to tell).")
     if m == b:
-        return f"Verdict: {method} does NOT beat {baseline}: both {m:.1f}% on average."
-    return f"Verdict: {method} does NOT beat {baseline}: {m:.1f}% vs {b:.1f}% on average."
+        return f"Verdict: {method} does NOT beat {baseline}: both {m:.1f}% on average ({d})."
+    return f"Verdict: {method} does NOT beat {baseline}: {m:.1f}% vs {b:.1f}% on average ({d})."
 
 
 def table_markdown(table: pd.DataFrame, baseline: str, method: str, title: str, note: str = "") -> str:
     """Markdown with our rates as ``sr [low, high] (n)``, the paper's reference numbers, and the verdict line."""
     paper_cols = [c for c in table.columns if c.startswith(PAPER_LABEL)]
-    header = ["task", f"{baseline} (ours)", f"{method} (ours)", *paper_cols, "verdict"]
+    header = ["task", f"{baseline} (ours)", f"{method} (ours)", f"{method} - {baseline} [paired 95%]", "McNemar p",
+              *paper_cols, "verdict"]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in table.iterrows():
         cells = [str(r["task"])]
         for pol in (baseline, method):
             cells.append(f"{r[f'{pol}_sr']:.1f} [{r[f'{pol}_ci_low']:.1f}, {r[f'{pol}_ci_high']:.1f}] (n={int(r[f'{pol}_n'])})")
+        cells.append(f"{r['diff']:+.1f} [{r['diff_ci_low']:+.1f}, {r['diff_ci_high']:+.1f}]")
+        cells.append(f"{r['p_mcnemar']:.3g}")
         for c in paper_cols:
             v = r[c]
             cells.append("—" if pd.isna(v) else f"{v:.1f}")
         cells.append(str(r["verdict"]))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Success rate in percent with 95% Wilson interval and episode count. "
+    lines += ["", "Success rate in percent with 95% Wilson interval and episode count. Both policies ran the same "
+              "evaluation seeds: the difference is paired (bootstrap over seeds, stratified by task) and the verdict "
+              "is the exact McNemar test at 5%. "
               f"Columns marked '{PAPER_LABEL}' are the paper's numbers, not ours: other robots, tasks variants and "
               "scale, shown only for orientation.", "", verdict_line(table, baseline, method)]
     if note:

@@ -42,6 +42,9 @@ class ImaginedEnvConfig:
     terminate_on_success: bool = True
     action_low: float = -1.0  # actions are clipped to [action_low, action_high] before the world model
     action_high: float = 1.0
+    # actions of each predicted chunk the world model executes per step (the rest are masked out); None = the whole
+    # chunk. Must equal the simulator's evaluation.sim.execute_steps so that PPO optimises what the simulator runs.
+    execute_steps: int | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "ImaginedEnvConfig":
@@ -57,6 +60,8 @@ class ImaginedEnvConfig:
                              "calibrate_success_threshold)")
         if self.action_high <= self.action_low:
             raise ValueError("ImaginedEnvConfig: action_high must be > action_low")
+        if self.execute_steps is not None and self.execute_steps < 1:
+            raise ValueError("ImaginedEnvConfig.execute_steps must be >= 1 (or null = the whole chunk)")
 
 
 @dataclass
@@ -164,6 +169,16 @@ class ImaginedVectorEnv:
         L = self.goals.shape[1]
         return self.goals[self.start_idx, torch.clamp(self.k - 1, 0, L - 1)]
 
+    def reset_to(self, start_index: torch.Tensor, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """Start env i from start state ``start_index[i]`` (B,) (evaluation over every start state). Returns obs."""
+        self.reset(seed=seed)
+        idx = torch.as_tensor(start_index, dtype=torch.long, device=self.device)
+        if idx.shape != (self.num_envs,):
+            raise ValueError(f"start_index must be ({self.num_envs},), got {tuple(idx.shape)}")
+        self.start_idx = idx.clone()
+        self.state = self.starts[self.start_idx].clone()
+        return self._obs()
+
     # --- gymnasium-style API -----------------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Start every env from a random dataset start state. Returns (obs, info)."""
@@ -190,6 +205,9 @@ class ImaginedVectorEnv:
             raise ValueError(f"action_chunks must be (B={self.num_envs}, H, A), got {tuple(a.shape)}")
         a = a.clamp(self.cfg.action_low, self.cfg.action_high)
         mask = torch.ones(a.shape[:2], dtype=torch.bool, device=self.device)
+        if self.cfg.execute_steps is not None:  # receding horizon, as the simulator runs it
+            mask[:, self.cfg.execute_steps:] = False
+            a = a * mask[..., None]
         nxt = self.world_model.predict_next(self.state, a, mask, generator=self._noise_gen).float()  # (B, N, D)
         self.k += 1
         dist = token_l1(nxt, self._reference())
@@ -207,6 +225,46 @@ class ImaginedVectorEnv:
             self.state[done] = self.starts[self.start_idx[done]]
             self.k[done] = 0
         return self._obs(), reward, terminated, truncated, info
+
+
+@torch.no_grad()
+def evaluate_start_states(policy, env: ImaginedVectorEnv, seed: int = 0, deterministic: bool = True
+                          ) -> dict[str, float]:
+    """Score ``policy`` on exactly ONE imagined episode per start state of ``env``.
+
+    Counting the first n finished episodes of self-resetting envs over-weights fast successes (a quickly solved start
+    state finishes, resets and is counted again before slow ones end); here start states run in groups of
+    ``num_envs`` (env i from start state i of the group) and each env's first episode is the only one counted.
+    Returns mean_return, success_rate, final_distance, episodes (= the number of start states).
+    """
+    M, B = env.starts.shape[0], env.num_envs
+    returns, successes, dists = [], [], []
+    for g0 in range(0, M, B):
+        idx = torch.arange(g0, min(g0 + B, M))
+        n = len(idx)
+        obs = env.reset_to(torch.cat([idx, idx[:1].repeat(B - n)]), seed=seed + g0)  # pad with a repeat, not counted
+        ret = torch.zeros(B, device=env.device)
+        done = torch.zeros(B, dtype=torch.bool, device=env.device)
+        succ = torch.zeros(B, dtype=torch.bool, device=env.device)
+        dist = torch.zeros(B, device=env.device)
+        while not bool(done[:n].all()):
+            task = obs.get("task")  # as in PPO: the policy ignores it when it has no task embedding
+            if deterministic:
+                a = policy.action_mean(obs["tokens"], task=task)
+            else:
+                a = policy.distribution(obs["tokens"], task=task).sample().view(B, -1, policy.config.action_dim)
+            obs, r, term, trunc, info = env.step(a)
+            live = ~done  # envs still in their first episode
+            ret += r * live
+            fin = live & (term | trunc)
+            succ |= fin & info["success"]
+            dist = torch.where(fin, info["distance"], dist)
+            done |= fin
+        returns += ret[:n].tolist()
+        successes += succ[:n].tolist()
+        dists += dist[:n].tolist()
+    return {"mean_return": float(np.mean(returns)), "success_rate": float(np.mean(successes)),
+            "final_distance": float(np.mean(dists)), "episodes": float(M)}
 
 
 def imagined_steps_per_second(env: ImaginedVectorEnv, action_chunks: torch.Tensor, n_calls: int = 5,

@@ -36,7 +36,9 @@ class SimEvalConfig:
     control_mode: str = "pd_ee_delta_pos"
     with_mask: bool = True  # render the foreground mask (token policies: DINO on masked RGB, like the cache)
     mask_images: bool = False  # image (BC-ResNet) policies: multiply RGB by the mask (match actionless_bc.use_mask)
-    execute_steps: int = 4  # receding horizon: actions of each predicted chunk executed before re-planning
+    # receding horizon: actions of each predicted chunk executed before re-planning; None = the whole chunk. WMRL's
+    # imagined env (rl.env.execute_steps) must execute as many, which stages.evaluation checks.
+    execute_steps: int | None = None
     max_steps: int | None = None  # None = the task's own limit (50 for the ManiSkill cube tasks)
 
     @classmethod
@@ -44,8 +46,13 @@ class SimEvalConfig:
         return from_dict(cls, d, where="SimEvalConfig")
 
     def __post_init__(self) -> None:
-        if self.execute_steps < 1:
-            raise ValueError("SimEvalConfig.execute_steps must be >= 1")
+        if self.execute_steps is not None and self.execute_steps < 1:
+            raise ValueError("SimEvalConfig.execute_steps must be >= 1 (or None = the whole chunk)")
+
+
+def executed_actions(execute_steps: int | None, chunk: int) -> int:
+    """Actions of a ``chunk``-long prediction that run before re-planning (None = all of them)."""
+    return min(chunk, execute_steps or chunk)
 
 
 def check_disjoint_seeds(eval_seeds: Iterable[int], train_seeds: Iterable[int]) -> None:
@@ -107,7 +114,7 @@ def evaluate_in_sim(policy_kind: str, policy, task: str, n_episodes: int, seeds:
         if env.action_dim != policy.config.action_dim:
             raise ValueError(f"{task}: env actions are {env.action_dim}-D ({cfg.control_mode}), "
                              f"policy predicts {policy.config.action_dim}-D")
-        k = min(cfg.execute_steps, policy.config.chunk)
+        k = executed_actions(cfg.execute_steps, policy.config.chunk)
         for seed in list(seeds)[:n_episodes]:
             t0 = time.perf_counter()
             frame = env.reset(seed=int(seed))

@@ -1,7 +1,11 @@
 """The actionless-BC stage (paper Table 2): BC-ResNet on labelled demos vs BC+RLA.
 
 BC+RLA is the same policy plus a linear latent head, also trained on actionless videos with z targets from the
-frozen RLA encoder. Both get the same episodes, seed, initial weights, data order and budget. No Kedro here.
+frozen RLA encoder. Both get the same labelled episodes, seed, initial weights and steps, and the SAME labelled
+batches in the same order: a training item is one labelled frame (the one the shared sampler picks) plus, for
+BC+RLA only, ``actionless_per_labelled`` actionless frames ADDED on top (drawn from (seed, epoch, index)). So BC+RLA
+sees every labelled sample BC sees, when BC sees it, and the actionless videos come in addition, never instead.
+No Kedro here.
 """
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import Dataset
 
 from rla_pipeline.episodes.format import episode_actions
 from rla_pipeline.models.policy import BCResNetConfig, BCResNetPolicy
@@ -28,22 +34,68 @@ logger = logging.getLogger(__name__)
 class ActionlessBCConfig:
     """``params:actionless_bc``: episodes; policy (BCResNetConfig; action_dim/tasks/latent shape come from the
     data and the RLA); loss (BCLoss; latent weights: paper 0.05 L1 + 0.05 MSE); trainer (TrainerConfig fields
-    but run_name/seed/device/checkpoint_dir); labelled_fraction (BC+RLA: labelled frames repeated to be at least
-    this share of samples); use_mask (multiply frames by the foreground mask; then evaluation.sim.mask_images)."""
+    but run_name/seed/device/checkpoint_dir); actionless_per_labelled (BC+RLA: actionless frames added to each
+    labelled one, so a batch of B labelled frames carries B * k actionless ones on top); use_mask (multiply frames
+    by the foreground mask; then evaluation.sim.mask_images)."""
 
     episodes: EpisodeChoiceConfig = field(default_factory=EpisodeChoiceConfig)
     policy: BCResNetConfig = field(default_factory=BCResNetConfig)
     loss: BCLoss = field(default_factory=BCLoss)
     trainer: dict[str, Any] = field(default_factory=dict)
-    labelled_fraction: float = 0.5
+    actionless_per_labelled: int = 1
     use_mask: bool = False
 
     def __post_init__(self) -> None:
         self.trainer = check_trainer_block(self.trainer, "actionless_bc.trainer")
+        if self.actionless_per_labelled < 0:
+            raise ValueError("actionless_bc.actionless_per_labelled must be >= 0")
 
     @classmethod
     def from_dict(cls, d: "dict | ActionlessBCConfig | None") -> "ActionlessBCConfig":
         return d if isinstance(d, cls) else from_dict(cls, d, where="actionless_bc")
+
+
+class LabelledPlusActionless(Dataset):
+    """Item i = labelled item i, then ``extra`` actionless items, stacked on a leading group axis (1 + extra, ...).
+
+    The length is the labelled set's, so the trainer's sampler (seeded, over len(dataset)) picks the same labelled
+    frames in the same order whatever ``extra`` is; the actionless ones are drawn from (seed, epoch, i).
+    """
+
+    def __init__(self, labelled: ImageChunkDataset, actionless: ImageChunkDataset | None, extra: int, seed: int):
+        if extra and actionless is None:
+            raise ValueError("actionless samples requested but there are no actionless episodes")
+        self.labelled, self.actionless, self.extra, self.seed, self.epoch = labelled, actionless, extra, seed, 0
+        # the trainer's checkpoint/data key: everything that decides what the items are
+        self.fingerprint = "|".join([labelled.fingerprint, getattr(actionless, "fingerprint", "none"),
+                                     str(extra), str(seed)])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.labelled)
+
+    def extra_indices(self, index: int) -> list[int]:
+        if not self.extra:
+            return []
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        return rng.integers(0, len(self.actionless), size=self.extra).tolist()
+
+    def __getitem__(self, index: int) -> dict:
+        items = [self.labelled[index]] + [self.actionless[j] for j in self.extra_indices(index)]
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+@dataclass
+class GroupedBCLoss:
+    """BCLoss over batches of :class:`LabelledPlusActionless` items: (B, G, ...) -> (G * B, ...), labelled first."""
+
+    inner: BCLoss
+
+    def __call__(self, model, batch: dict):
+        flat = {k: v.transpose(0, 1).flatten(0, 1) for k, v in batch.items()}
+        return self.inner(model, flat)
 
 
 def _image_episodes(store, index, eids, tasks, size, use_mask, with_actions, z_of=None) -> list[dict]:
@@ -59,6 +111,29 @@ def _image_episodes(store, index, eids, tasks, size, use_mask, with_actions, z_o
             ep["z"] = z_of(eid)
         eps.append(ep)
     return eps
+
+
+def bc_datasets(store, index, tasks, cfg: ActionlessBCConfig, sel, pconf, action_dim: int, seed: int, z_of=None):
+    """-> (train LabelledPlusActionless, val LabelledPlusActionless | None). ``z_of`` None: BC (labelled only);
+    else BC+RLA (z targets on every frame, ``cfg.actionless_per_labelled`` actionless frames added per item)."""
+    with_latent = z_of is not None
+    size, e = pconf.image_size, cfg.episodes
+    latent_shape = (pconf.latent_tokens, pconf.latent_dim) if with_latent else None
+    lab_eps = _image_episodes(store, index, sel.labelled, tasks, size, cfg.use_mask, True, z_of)
+    labelled = ImageChunkDataset(lab_eps, pconf.chunk, action_dim, stride=e.frame_stride, latent_shape=latent_shape)
+    actionless, extra = None, 0
+    if with_latent and sel.actionless and cfg.actionless_per_labelled:
+        act_eps = _image_episodes(store, index, sel.actionless, tasks, size, cfg.use_mask, False, z_of)
+        actionless = ImageChunkDataset(act_eps, pconf.chunk, action_dim, stride=e.frame_stride,
+                                       latent_shape=latent_shape)
+        extra = cfg.actionless_per_labelled
+    train = LabelledPlusActionless(labelled, actionless, extra, seed)
+    val = None
+    if sel.val:
+        val_eps = _image_episodes(store, index, sel.val, tasks, size, cfg.use_mask, True)
+        val = LabelledPlusActionless(ImageChunkDataset(val_eps, pconf.chunk, action_dim, latent_shape=latent_shape),
+                                     None, 0, seed)
+    return train, val
 
 
 def train_bc_policy(store, index: pd.DataFrame, tasks: Sequence[str], params, seed: int, device: str,
@@ -83,24 +158,15 @@ def train_bc_policy(store, index: pd.DataFrame, tasks: Sequence[str], params, se
     if with_latent:
         rla = rla.eval()
         z_of = lambda eid: latent_targets(rla, cache.tokens(eid), h=pconf.chunk)  # noqa: E731
-    size = pconf.image_size
-    train_eps = _image_episodes(store, index, sel.labelled, tasks, size, cfg.use_mask, True, z_of)
-    if with_latent:
-        train_eps += _image_episodes(store, index, sel.actionless, tasks, size, cfg.use_mask, False, z_of)
-    val_eps = _image_episodes(store, index, sel.val, tasks, size, cfg.use_mask, True) if sel.val else []
-    latent_shape = (pconf.latent_tokens, pconf.latent_dim) if with_latent else None
-    train_ds = ImageChunkDataset(train_eps, pconf.chunk, A, stride=e.frame_stride,
-                                 labelled_fraction=cfg.labelled_fraction if with_latent else 0.0,
-                                 latent_shape=latent_shape)
-    val_ds = ImageChunkDataset(val_eps, pconf.chunk, A, latent_shape=latent_shape) if val_eps else None
-    logger.info("%s: %d labelled + %d actionless samples (%d labelled, %d actionless episodes)", run_name,
-                train_ds.num_labelled, train_ds.num_unlabelled, len(sel.labelled),
-                len(sel.actionless) if with_latent else 0)
+    train_ds, val_ds = bc_datasets(store, index, tasks, cfg, sel, pconf, A, seed, z_of)
+    logger.info("%s: %d labelled samples + %d actionless added to each (%d labelled, %d actionless episodes)",
+                run_name, len(train_ds), train_ds.extra, len(sel.labelled), len(sel.actionless) if with_latent else 0)
     torch.manual_seed(seed)  # same initial weights for BC and BC+RLA (the latent head is created last)
     policy = BCResNetPolicy(pconf)
     loss = cfg.loss
     if not with_latent:
         loss = dataclasses.replace(loss, latent_l1_weight=0.0, latent_mse_weight=0.0)
+    loss = GroupedBCLoss(loss)
     tcfg = trainer_config(cfg.trainer, run_name=run_name, device=device, seed=seed, default_progress=False,
                           checkpoint_dir=checkpoint_dir(checkpoint_root, "actionless_bc", run_name))
     result = train(policy, loss, train_ds, val_ds, tcfg)

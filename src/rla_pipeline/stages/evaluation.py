@@ -86,9 +86,26 @@ def evaluate_bc(bc_policy, bc_rla_policy, episode_index: pd.DataFrame, params: d
                                     params, episode_index, seed)
 
 
+def check_same_execution(params, rl_params, chunk: int) -> int:
+    """The simulator must execute as many actions per chunk as PPO's imagined env did (else WMRL is scored on a
+    control loop it was not optimised for). -> that number; ValueError when they differ."""
+    from rla_pipeline.rl.sim_eval import executed_actions
+    from rla_pipeline.stages.wmrl import WMRLConfig
+
+    sim = executed_actions(EvaluationConfig.from_dict(params).sim.execute_steps, chunk)
+    imagined = executed_actions(WMRLConfig.from_dict(rl_params).env.get("execute_steps"), chunk)
+    if sim != imagined:
+        raise ValueError(f"evaluation.sim.execute_steps runs {sim} actions per chunk of {chunk} but rl.env.execute_steps"
+                         f" ran {imagined} in imagination: set both to the same value (null = the whole chunk)")
+    return sim
+
+
 def evaluate_wmrl(token_bc_policy, wmrl_policy, feature_cache, episode_index: pd.DataFrame, params: dict,
-                  features_params: dict, tasks: list[str], seed: int) -> pd.DataFrame:
-    """Token BC and WMRL in the simulator (DINO-encoded observations) -> wmrl_eval_episodes."""
+                  features_params: dict, tasks: list[str], seed: int, rl_params: dict | None = None) -> pd.DataFrame:
+    """Token BC and WMRL in the simulator (DINO-encoded observations) -> wmrl_eval_episodes. ``rl_params``: checked
+    to execute as many actions per chunk as the simulator (see :func:`check_same_execution`)."""
+    if rl_params is not None:
+        check_same_execution(params, rl_params, wmrl_policy.config.chunk)
     return evaluate_policies_in_sim({"token_bc": ("token", token_bc_policy), "wmrl": ("token", wmrl_policy)}, tasks,
                                     params, episode_index, seed, encoder=dino_encoder(features_params, feature_cache))
 

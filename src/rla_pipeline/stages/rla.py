@@ -111,10 +111,23 @@ def split_episodes(episode_index: pd.DataFrame, feature_manifest: pd.DataFrame, 
     return df
 
 
+def training_episode_ids(splits: pd.DataFrame, include_heldout_task: bool) -> list[str]:
+    """Episodes the models train on: the train split, plus every episode of the held-out task when
+    ``include_heldout_task`` (the models BC+RLA and WMRL use must have seen every task the tables report; only the
+    separate ``rla_heldout_model`` of claim 1.2 keeps the task out)."""
+    ids = episode_ids(splits, "train")
+    return sorted(ids + episode_ids(splits, "heldout_task")) if include_heldout_task else ids
+
+
 def build_rla_data(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame,
-                   cfg: RLAStageConfig, require_val: bool = False) -> RLAData:
-    """The RLA's datasets (train/val splits, all kinds: no actions needed) and token statistics, built once."""
-    train_ids, val_ids = episode_ids(episode_splits, "train"), episode_ids(episode_splits, "val")
+                   cfg: RLAStageConfig, require_val: bool = False, seed: int = 0,
+                   include_heldout_task: bool = False) -> RLAData:
+    """The RLA's datasets (train/val splits, all kinds: no actions needed) and token statistics, built once.
+    ``seed`` (the global one) offsets the configured sample seed (horizon draws, statistics frames);
+    ``include_heldout_task``: see :func:`training_episode_ids`."""
+    cfg = dataclasses.replace(cfg, samples=dataclasses.replace(cfg.samples, seed=cfg.samples.seed + seed))
+    train_ids = training_episode_ids(episode_splits, include_heldout_task)
+    val_ids = episode_ids(episode_splits, "val")
     if not train_ids:
         raise ValueError("episode_splits has no train episodes: ingest more episodes or lower rla.split.val_fraction")
     if require_val and not val_ids:
@@ -153,38 +166,60 @@ def tuned_latent_shape(tuned: dict | None, use_tuned_shape: bool) -> tuple[int, 
 
 
 def train_rla(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict,
-              device: str, rla_tuned_shape: dict | None = None, checkpoint_root: str | None = None):
-    """Train the RLA autoencoder on the train split -> trained model (checkpoints in ``<checkpoint_root>/rla``).
+              device: str, rla_tuned_shape: dict | None = None, checkpoint_root: str | None = None, seed: int = 0,
+              include_heldout_task: bool = True):
+    """Train the RLA autoencoder -> trained model (checkpoints in ``<checkpoint_root>/rla``).
+
+    ``include_heldout_task`` (default): on the train split AND the held-out task's episodes -- this ``rla_model``
+    feeds BC+RLA and the world model, whose tables report that task too. :func:`train_rla_heldout` is claim 1.2's
+    run without it.
 
     ``rla_tuned_shape``: the tune pipeline's result (None when no study ran); used only when
     ``rla.use_tuned_shape`` is true, and then its latent_tokens x latent_dim replace the configured ones.
+    ``seed``: the global seed; the trainer's (init, data order) and the sample seed derive from it.
     """
     from rla_pipeline.models.rla import rla_loss
     from rla_pipeline.training.trainer import train
 
     cfg = RLAStageConfig.from_dict(params)
     shape = tuned_latent_shape(rla_tuned_shape, cfg.use_tuned_shape)
-    data = build_rla_data(feature_cache, episode_splits, episode_index, cfg)
+    from rla_pipeline.utils.seeding import seed_everything
+
+    data = build_rla_data(feature_cache, episode_splits, episode_index, cfg, seed=seed,
+                          include_heldout_task=include_heldout_task)
+    seed_everything(seed)  # the initial weights are drawn here, before the trainer seeds its own RNGs
     model = build_rla_model(data, cfg.model, shape)
-    tcfg = trainer_config(cfg.trainer, run_name="rla", device=device,
-                          checkpoint_dir=checkpoint_dir(checkpoint_root, "rla"))
+    name = "rla" if include_heldout_task else "rla_heldout"
+    tcfg = trainer_config(cfg.trainer, run_name=name, device=device, seed=seed + int(cfg.trainer.get("seed", 0)),
+                          checkpoint_dir=checkpoint_dir(checkpoint_root, name))
     result = train(model, rla_loss, data.train, data.val, tcfg)
     logger.info("RLA final validation: %s", result.final_val)
     return result.model
 
 
-def evaluate_rla(rla_model, feature_cache, episode_splits: pd.DataFrame, params: dict
+def train_rla_heldout(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict,
+                      device: str, rla_tuned_shape: dict | None = None, checkpoint_root: str | None = None,
+                      seed: int = 0):
+    """Claim 1.2's RLA: the same recipe on the train split only (the held-out task never seen) -> rla_heldout_model,
+    scored on the held-out task by :func:`evaluate_rla` (checkpoints in ``<checkpoint_root>/rla_heldout``)."""
+    return train_rla(feature_cache, episode_splits, episode_index, params, device, rla_tuned_shape, checkpoint_root,
+                     seed, include_heldout_task=False)
+
+
+def evaluate_rla(rla_model, feature_cache, episode_splits: pd.DataFrame, params: dict, rla_heldout_model=None
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """-> (rla_metrics on val episodes of seen tasks, rla_generalisation on the held-out task,
-    rla_temporal_progression per pair on val episodes)."""
+    rla_temporal_progression per pair on val episodes). The generalisation table scores ``rla_heldout_model``
+    (trained without the task); ``rla_model`` has seen it, so it is used there only when no held-out run is given."""
     from rla_pipeline import tracking
     from rla_pipeline.evaluation.metrics import rla_reconstruction, temporal_progression
 
     e = RLAStageConfig.from_dict(params).eval
     seen = rla_reconstruction(rla_model, feature_cache, episode_ids(episode_splits, "val"), e.horizons, e.stride,
                               e.batch_size, split="val")
-    unseen = rla_reconstruction(rla_model, feature_cache, episode_ids(episode_splits, "heldout_task"), e.horizons,
-                                e.stride, e.batch_size, split="heldout_task")
+    unseen = rla_reconstruction(rla_heldout_model if rla_heldout_model is not None else rla_model, feature_cache,
+                                episode_ids(episode_splits, "heldout_task"), e.horizons, e.stride, e.batch_size,
+                                split="heldout_task")
     prog = temporal_progression(rla_model, feature_cache, episode_ids(episode_splits, "val"), e.progression_h, e.alphas,
                                 e.stride, e.progression_max_pairs)
     metrics = {}

@@ -14,9 +14,9 @@ import torch
 from rla_pipeline.models.policy import TokenPolicy, TokenPolicyConfig
 from rla_pipeline.rl.bc import TokenBCLoss, TokenChunkDataset, select_episodes
 from rla_pipeline.rl.imagined_env import (
-    ImaginedEnvConfig, ImaginedVectorEnv, build_start_states, calibrate_success_threshold,
+    ImaginedEnvConfig, ImaginedVectorEnv, build_start_states, calibrate_success_threshold, evaluate_start_states,
 )
-from rla_pipeline.rl.ppo import PPOConfig, evaluate_imagined, train_ppo
+from rla_pipeline.rl.ppo import PPOConfig, train_ppo
 from rla_pipeline.stages.common import (
     EpisodeChoiceConfig, action_dim_of, check_trainer_block, checkpoint_dir, trainer_config,
 )
@@ -31,8 +31,8 @@ class WMRLConfig:
     tokens/actions/tasks come from the data); bc_trainer (TrainerConfig fields but run_name/seed/device/
     checkpoint_dir); env (ImaginedEnvConfig fields; success_threshold 0 = calibrate from demos; reward_scale
     unset = rewards in units of the threshold); success_quantile (calibration quantile of demo "one chunk before
-    the end" distances); ppo (PPOConfig; seed/device come from the run); eval_episodes (imagined episodes scored
-    before/after PPO)."""
+    the end" distances); ppo (PPOConfig; seed/device come from the run). The imagined success before/after PPO
+    scores exactly one episode per start state (every labelled demo's first frame)."""
 
     episodes: EpisodeChoiceConfig = field(default_factory=EpisodeChoiceConfig)
     policy: TokenPolicyConfig = field(default_factory=TokenPolicyConfig)
@@ -40,7 +40,6 @@ class WMRLConfig:
     env: dict[str, Any] = field(default_factory=dict)
     success_quantile: float = 0.5
     ppo: PPOConfig = field(default_factory=PPOConfig)
-    eval_episodes: int = 128
 
     def __post_init__(self) -> None:
         self.bc_trainer = check_trainer_block(self.bc_trainer, "rl.bc_trainer")
@@ -103,7 +102,9 @@ def make_imagined_env(world_model, cache, index, tasks, params, chunk: int, devi
     env_cfg = ImaginedEnvConfig.from_dict(env_d)
     if "reward_scale" not in cfg.env:  # default: rewards in units of the threshold (O(1) for the critic)
         env_cfg.reward_scale = 1.0 / thr
-    starts = build_start_states(tokens, chunk, env_cfg.max_chunks, task_idx, sel.labelled)
+    # frames advanced per imagined step: the executed actions, not the predicted chunk ("corresponding" rewards)
+    executed = min(chunk, env_cfg.execute_steps or chunk)
+    starts = build_start_states(tokens, executed, env_cfg.max_chunks, task_idx, sel.labelled)
     return ImaginedVectorEnv(world_model.eval(), starts, cfg=env_cfg, device=device), thr
 
 
@@ -119,14 +120,15 @@ def train_wmrl(world_model, token_bc_policy, feature_cache, episode_index: pd.Da
     chunk = token_bc_policy.config.chunk
     env, thr = make_imagined_env(world_model, feature_cache, episode_index, tasks, cfg, chunk, device=str(dev))
     policy = copy.deepcopy(token_bc_policy)
-    before = evaluate_imagined(policy.to(dev), env, cfg.eval_episodes, seed=seed + 1)
+    before = evaluate_start_states(policy.to(dev), env, seed=seed + 1)
     ppo_cfg = dataclasses.replace(cfg.ppo, seed=seed, device=str(dev))
     result = train_ppo(policy, env, ppo_cfg, run_name="wmrl_ppo")
-    after = evaluate_imagined(result.policy.to(dev), env, cfg.eval_episodes, seed=seed + 1)
+    after = evaluate_start_states(result.policy.to(dev), env, seed=seed + 1)
     calib = pd.DataFrame([{
         "success_threshold": thr, "threshold_source": "configured" if cfg.env.get("success_threshold") else
         f"calibrated: q{cfg.success_quantile} of demo L1(s_T-1-chunk, s_T-1)",
         "reward_mode": env.cfg.reward_mode, "num_envs": env.num_envs, "chunk": chunk, "max_chunks": env.cfg.max_chunks,
+        "executed_per_chunk": min(chunk, env.cfg.execute_steps or chunk),
         **{f"before_{k}": v for k, v in before.items()}, **{f"after_{k}": v for k, v in after.items()},
     }])
     tracking.log_metrics({"wmrl/imagined_success_before": before["success_rate"],

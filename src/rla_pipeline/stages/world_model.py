@@ -1,12 +1,19 @@
-"""The world-model stage: RLA-WM (flow on the frozen RLA's latent) and two baselines, trained alike and compared.
+"""The world-model stage: RLA-WM (flow on the frozen RLA's latent) and three baselines, trained alike and compared.
 
-The three share the token-pair samples, the trainer settings and the step budget (``trainer``); each gets its
-own checkpoint folder ``<checkpoint_root>/world_model/<name>``. No Kedro here.
+All share the action-labelled token-pair samples and the trainer settings (``trainer``); each gets its own checkpoint
+folder ``<checkpoint_root>/world_model/<name>``. Budget (``budget``): RLA-WM is two trainings, the RLA autoencoder
+and the flow on its latent, so under ``total`` (default) each baseline trains on as many samples as both together
+(world-model steps + the RLA's steps x its batch / this batch); ``same_steps`` gives every model only the world-model
+steps (the first results' setting, which favours RLA-WM). Baselines: a deterministic predictor of s_{t+h} (direct)
+and of s_t + delta (residual, the parametrisation RLA's decoder uses) -- neither is DINO-WM's recipe (no frame
+history, no per-frame action embedding concatenated to patches), so neither is named after it -- and flow matching
+on the absolute next-state tokens. Trainer and sample seeds derive from the global ``seed``. No Kedro here.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,14 +30,22 @@ from rla_pipeline.utils.config import check_keys, from_dict
 
 logger = logging.getLogger(__name__)
 
-NAMES = {"rla_wm": "RLA-WM", "deterministic": "deterministic (DINO-WM style)", "absolute_flow": "absolute flow"}
+NAMES = {"rla_wm": "RLA-WM", "deterministic": "deterministic (direct s_t+h)",
+         "deterministic_residual": "deterministic (residual s_t + delta)", "absolute_flow": "absolute flow"}
+# model class of each kind (models.world_model.WORLD_MODELS); the residual baseline is the deterministic model with
+# predict_residual forced on
+MODEL_OF = {"rla_wm": "rla_wm", "deterministic": "deterministic", "deterministic_residual": "deterministic",
+            "absolute_flow": "absolute_flow"}
+FORCED = {"deterministic": {"predict_residual": False}, "deterministic_residual": {"predict_residual": True}}
+BUDGETS = ("total", "same_steps")
 
 
 @dataclass
 class WMEvalConfig:
     """horizons: frames ahead (paper 5 / 15 / 30); chunk: frames per autoregressive step (paper 10);
-    stride: between evaluation starts; max_pairs: per horizon; pictures: episodes shown as PCA images;
-    pca_max_frames: training frames the PCA of the pictures is fitted on."""
+    stride: between evaluation starts; max_pairs: per horizon (taken round-robin over episodes interleaved by task,
+    so no task or episode dominates); pictures: episodes shown as PCA images; pca_max_frames: training frames the
+    PCA of the pictures is fitted on; n_boot: episode-level bootstrap resamples of the intervals."""
 
     horizons: list[int] = field(default_factory=lambda: [5, 15, 30])
     chunk: int = 10
@@ -38,6 +53,7 @@ class WMEvalConfig:
     max_pairs: int = 64
     pictures: int = 3
     pca_max_frames: int = 500
+    n_boot: int = 1000
 
 
 @dataclass
@@ -45,10 +61,11 @@ class WMBaselinesConfig:
     """Per-baseline overrides of the shared ``model`` block (WorldModelConfig fields)."""
 
     deterministic: dict[str, Any] = field(default_factory=dict)
+    deterministic_residual: dict[str, Any] = field(default_factory=dict)
     absolute_flow: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("deterministic", "absolute_flow"):
+        for name in ("deterministic", "deterministic_residual", "absolute_flow"):
             setattr(self, name, check_keys(WorldModelConfig, getattr(self, name),
                                            where=f"world_model.baselines.{name}"))
 
@@ -57,72 +74,131 @@ class WMBaselinesConfig:
 class WorldModelStageConfig:
     """``params:world_model``: samples; model (WorldModelConfig shared by the three; tokens/actions/max_actions
     come from the data, RLA-WM's ``rla`` from the frozen autoencoder); baselines; trainer (TrainerConfig fields
-    but run_name/checkpoint_dir; the same budget for all three); stats_max_frames; eval."""
+    but run_name/checkpoint_dir); budget ("total" | "same_steps", see the module docstring); stats_max_frames;
+    eval."""
 
     samples: SampleConfig = field(default_factory=SampleConfig)
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     baselines: WMBaselinesConfig = field(default_factory=WMBaselinesConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
+    budget: str = "total"
     stats_max_frames: int = 2000
     eval: WMEvalConfig = field(default_factory=WMEvalConfig)
 
     def __post_init__(self) -> None:
         self.trainer = check_trainer_block(self.trainer, "world_model.trainer")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"world_model.budget must be one of {BUDGETS}, got {self.budget!r}")
 
     @classmethod
     def from_dict(cls, d: "dict | WorldModelStageConfig | None") -> "WorldModelStageConfig":
         return d if isinstance(d, cls) else from_dict(cls, d, where="world_model")
 
 
+def baseline_steps(params, rla_params) -> int:
+    """Trainer steps of a baseline: the world-model steps, plus (budget "total") as many samples as the RLA
+    autoencoder of RLA-WM was trained on, at the world-model batch size."""
+    from rla_pipeline.training.trainer import TrainerConfig
+
+    p = WorldModelStageConfig.from_dict(params)
+    wm = TrainerConfig.from_dict({**p.trainer, "run_name": "x"})
+    if p.budget == "same_steps":
+        return wm.max_steps
+    rla_trainer = dict((rla_params or {}).get("trainer") or {})
+    rla = TrainerConfig.from_dict({**{k: v for k, v in rla_trainer.items() if k != "checkpoint_dir"}, "run_name": "x"})
+    return wm.max_steps + math.ceil(rla.max_steps * rla.batch_size / wm.batch_size)
+
+
 def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, params, device: str,
-         checkpoint_root: str | None):
+         checkpoint_root: str | None, seed: int = 0, max_steps: int | None = None):
     from rla_pipeline.features.samples import action_stats
     from rla_pipeline.models.world_model import WORLD_MODELS, world_model_loss
     from rla_pipeline.training.trainer import train
 
     p = WorldModelStageConfig.from_dict(params)
-    train_ids = action_episode_ids(feature_cache, episode_splits, "train")
+    # every seed derives from the global one: the horizon draws (offset by the configured sample seed) and the
+    # trainer (init, data order)
+    p.samples = dataclasses.replace(p.samples, seed=p.samples.seed + seed)
+    # every task the tables report, the held-out one included, as the RLA (rla_model) was trained
+    train_ids = sorted(action_episode_ids(feature_cache, episode_splits, "train")
+                       + action_episode_ids(feature_cache, episode_splits, "heldout_task"))
     val_ids = action_episode_ids(feature_cache, episode_splits, "val")
     if not train_ids:
         raise ValueError("world_model: no training episodes with actions in the train split")
     train_ds, val_ds = token_pair_datasets(feature_cache, episode_index, train_ids, val_ids, p.samples)
     cfg = dataclasses.replace(p.model, num_tokens=train_ds.num_tokens, token_dim=train_ds.token_dim,
                               action_dim=train_ds.action_dim, max_actions=p.samples.h_max,
-                              **getattr(p.baselines, kind, {}),
+                              **{**getattr(p.baselines, kind, {}), **FORCED.get(kind, {})},
                               **({"rla": rla_model.config} if kind == "rla_wm" else {}))
-    model = WORLD_MODELS[kind](cfg, rla=rla_model) if kind == "rla_wm" else WORLD_MODELS[kind](cfg)
+    from rla_pipeline.utils.seeding import seed_everything
+
+    seed_everything(seed)  # the initial weights are drawn here, before the trainer seeds its own RNGs
+    model = WORLD_MODELS["rla_wm"](cfg, rla=rla_model) if kind == "rla_wm" else WORLD_MODELS[MODEL_OF[kind]](cfg)
     if kind != "rla_wm":  # RLA-WM uses the frozen RLA's token statistics
         model.set_stats(*sample_token_stats(feature_cache, train_ids, p.stats_max_frames, p.samples.seed))
     a = action_stats(feature_cache, train_ids, p.samples.action_source, train_ds.action_dim)
     model.set_stats(action_mean=a["mean"], action_std=a["std"])
+    steps = {"max_steps": max_steps} if max_steps is not None else {}
     tcfg = trainer_config(p.trainer, run_name=f"world_model.{kind}", device=device,
+                          seed=seed + int(p.trainer.get("seed", 0)), **steps,
                           checkpoint_dir=checkpoint_dir(checkpoint_root, "world_model", kind))
+    logger.info("%s: %d trainer steps (budget %s)", NAMES[kind], tcfg.max_steps, p.budget)
     result = train(model, world_model_loss, train_ds, val_ds, tcfg)
     logger.info("%s final validation: %s", NAMES[kind], result.final_val)
     return result.model
 
 
 def train_rla_world_model(rla_model, feature_cache, episode_splits, episode_index, params: dict, device: str,
-                          checkpoint_root: str | None = None):
+                          checkpoint_root: str | None = None, seed: int = 0):
     """RLA-WM: flow on z with the frozen ``rla_model`` decoder."""
-    return _fit("rla_wm", rla_model, feature_cache, episode_splits, episode_index, params, device, checkpoint_root)
+    return _fit("rla_wm", rla_model, feature_cache, episode_splits, episode_index, params, device, checkpoint_root,
+                seed)
+
+
+def _baseline(kind, feature_cache, episode_splits, episode_index, params, device, checkpoint_root, seed, rla_params):
+    return _fit(kind, None, feature_cache, episode_splits, episode_index, params, device, checkpoint_root, seed,
+                max_steps=baseline_steps(params, rla_params))
 
 
 def train_deterministic_baseline(feature_cache, episode_splits, episode_index, params: dict, device: str,
-                                 checkpoint_root: str | None = None):
-    """Baseline (a): DINO-WM-style deterministic predictor of s_{t+h}."""
-    return _fit("deterministic", None, feature_cache, episode_splits, episode_index, params, device, checkpoint_root)
+                                 checkpoint_root: str | None = None, seed: int = 0, rla_params: dict | None = None):
+    """Baseline (a): deterministic predictor of s_{t+h} directly (``rla_params``: for the "total" budget)."""
+    return _baseline("deterministic", feature_cache, episode_splits, episode_index, params, device, checkpoint_root,
+                     seed, rla_params)
+
+
+def train_deterministic_residual_baseline(feature_cache, episode_splits, episode_index, params: dict, device: str,
+                                          checkpoint_root: str | None = None, seed: int = 0,
+                                          rla_params: dict | None = None):
+    """Baseline (a'): the same deterministic predictor with the residual parametrisation s_t + delta."""
+    return _baseline("deterministic_residual", feature_cache, episode_splits, episode_index, params, device,
+                     checkpoint_root, seed, rla_params)
 
 
 def train_absolute_flow_baseline(feature_cache, episode_splits, episode_index, params: dict, device: str,
-                                 checkpoint_root: str | None = None):
+                                 checkpoint_root: str | None = None, seed: int = 0, rla_params: dict | None = None):
     """Baseline (b): flow matching on the absolute next-state tokens."""
-    return _fit("absolute_flow", None, feature_cache, episode_splits, episode_index, params, device, checkpoint_root)
+    return _baseline("absolute_flow", feature_cache, episode_splits, episode_index, params, device, checkpoint_root,
+                     seed, rla_params)
+
+
+def interleave_by_task(episode_ids: list[str], episode_index: pd.DataFrame) -> list[str]:
+    """Episode ids reordered round-robin over tasks (task A ep 1, task B ep 1, ..., task A ep 2, ...)."""
+    task_of = episode_index.set_index("episode_id")["task"].to_dict()
+    groups: dict[str, list[str]] = {}
+    for e in sorted(episode_ids):
+        groups.setdefault(str(task_of.get(e, "")), []).append(e)
+    lists = list(groups.values())
+    return [lst[i] for i in range(max(map(len, lists), default=0)) for lst in lists if i < len(lst)]
 
 
 def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_absolute_flow, feature_cache,
-                          episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict, seed: int):
-    """-> (wm_prediction_table, wm_prediction_plot (Figure), wm_feature_pictures (Figure)) on val episodes."""
+                          episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict, seed: int,
+                          wm_baseline_deterministic_residual=None):
+    """-> (wm_prediction_table, wm_prediction_plot (Figure), wm_feature_pictures (Figure)) on val episodes.
+
+    The table carries episode-level bootstrap 95% intervals on each model's ratio to copy and on RLA-WM minus each
+    baseline (see :func:`rla_pipeline.evaluation.metrics.world_model_table`)."""
     import torch
 
     from rla_pipeline import tracking
@@ -132,12 +208,15 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
     p = WorldModelStageConfig.from_dict(params)
     e = p.eval
     models = {"rla_wm": world_model, "deterministic": wm_baseline_deterministic,
+              "deterministic_residual": wm_baseline_deterministic_residual,
               "absolute_flow": wm_baseline_absolute_flow}
-    val_ids = action_episode_ids(feature_cache, episode_splits, "val")
+    models = {k: v for k, v in models.items() if v is not None}
+    val_ids = interleave_by_task(action_episode_ids(feature_cache, episode_splits, "val"), episode_index)
     fps = episode_index.loc[episode_index["episode_id"].isin(val_ids), "fps"]
     max_actions = world_model.config.max_actions
     table = world_model_table(models, feature_cache, val_ids, e.horizons, e.chunk, max_actions, e.stride,
-                              e.max_pairs, seed, float(fps.median()) if len(fps) else None)
+                              e.max_pairs, seed, float(fps.median()) if len(fps) else None, n_boot=e.n_boot,
+                              reference="rla_wm")
     tracking.log_metrics({f"wm.{r.model}.h{r.horizon}.l1": r.token_l1 for r in table.itertuples()})
     logger.info("world-model prediction table:\n%s", table.to_string())
     plot = error_vs_horizon(table)
