@@ -105,8 +105,9 @@ def kedro_env(data_root: Path, **extra: str) -> dict:
 
 
 def prepared_data_root(tmp_path_factory, project_root: Path) -> Path:
-    """A data root holding the test env's episodes and DINO cache (``kedro run --env=test
-    --pipelines=ingestion,features``, real ManiSkill), made once per pytest session and shared by the server tests.
+    """A data root holding the test env's episodes, DINO cache (``kedro run --env=test
+    --pipelines=ingestion,features``, real ManiSkill) and episode split, made once per pytest session and shared by
+    the server tests.
     """
     reuse = os.environ.get("RLA_SERVER_TESTS_DATA")  # a data root made by the same command, to iterate faster
     if reuse:
@@ -118,5 +119,7 @@ def prepared_data_root(tmp_path_factory, project_root: Path) -> Path:
         # its own throw-away store: the servers under test see only their tests' runs
         env = kedro_env(base / "data", MLFLOW_TRACKING_URI=f"sqlite:///{base / 'prep-mlflow.db'}")
         kedro(["run", "--env=test", "--pipelines=ingestion,features"], project_root, env)
+        # the tuning workers read the RLA stage's episode split (the tests must not depend on which runs first)
+        kedro(["run", "--env=test", "--pipelines=rla", "--nodes=split_episodes"], project_root, env)
         done.touch()
     return base / "data"

@@ -43,11 +43,12 @@ def killed_then_resumed(tmp_path_factory, project_root):
     """Run A (`kedro run --pipelines=rla`) killed with SIGKILL after its first checkpoint; run B the same command."""
     data = prepared_data_root(tmp_path_factory, project_root)
     tmp = tmp_path_factory.mktemp("mlflow-server")
-    ckpt = tmp / "ckpt"
+    ckpt_root = tmp / "ckpt"
+    ckpt = ckpt_root / "rla"  # <checkpoint_root>/<stage>
     with mlflow_server(tmp / "server") as uri:
         client = MlflowClient(uri)
         env = kedro_env(data, MLFLOW_TRACKING_URI=uri, RLA_MLFLOW_EXPERIMENT="server-test")
-        args = ["run", "--env=test", "--pipelines=rla", f"--params={RLA_PARAMS},rla.trainer.checkpoint_dir={ckpt}"]
+        args = ["run", "--env=test", "--pipelines=rla", f"--params={RLA_PARAMS},checkpoint_root={ckpt_root}"]
         log_a = tmp / "run-a.log"
         with open(log_a, "w") as fh:
             proc = subprocess.Popen([str(BIN / "kedro"), *args], cwd=project_root, env=env, stdout=fh,
