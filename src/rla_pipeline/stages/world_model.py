@@ -80,7 +80,11 @@ def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, par
     from rla_pipeline.models.world_model import WORLD_MODELS, world_model_loss
     from rla_pipeline.training.trainer import train
 
+    from rla_pipeline.stages.checks import check_world_model_data
+
     p = WorldModelStageConfig.from_dict(params)
+    # up front, evaluation included: a split the evaluation cannot use must stop before minutes of training
+    check_world_model_data(feature_cache, episode_splits, episode_index, p)
     train_ids = action_episode_ids(feature_cache, episode_splits, "train")
     val_ids = action_episode_ids(feature_cache, episode_splits, "val")
     if not train_ids:
@@ -129,7 +133,10 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
     from rla_pipeline.evaluation.metrics import rollout_batch, world_model_table
     from rla_pipeline.evaluation.plots import TokenPCA, error_vs_horizon, feature_pictures
 
+    from rla_pipeline.stages.checks import check_world_model_data
+
     p = WorldModelStageConfig.from_dict(params)
+    check_world_model_data(feature_cache, episode_splits, episode_index, p)
     e = p.eval
     models = {"rla_wm": world_model, "deterministic": wm_baseline_deterministic,
               "absolute_flow": wm_baseline_absolute_flow}
