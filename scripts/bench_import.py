@@ -6,7 +6,7 @@ does an interrupted import resume without redoing finished episodes?
 
 Steps: (1) write the dataset (``write_lerobot_v3``: LeRobot's v3.0 layout, many episodes per parquet/mp4 file);
 (2) import it in a child process and kill that process (SIGKILL, no clean-up) once half the episodes are in the
-store; (3) import again in this process (the resume), sampling peak RSS at 10%/50%/100% of the episodes, and count
+store; (3) import again in this process (the resume), sampling peak RSS at 10%/50%/100% of the episodes left, and count
 the episodes the resume wrote again although the killed run had finished them (must be 0: the importer skips an
 episode whose recipe digest is already in the store; a half-written one never reached its final folder, see
 ``utils/atomic.py``); (4) with ``--encode``: encode every episode with a random-init DINO (feature cache) the same
@@ -115,20 +115,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class Milestones:
-    """Progress wrapper for the importer / encoder: wall and peak RSS when 10%, 50%, 100% of the items are done."""
-
-    def __init__(self, total: int, t0: float):
-        self.total, self.t0, self.at = total, t0, {}
-
-    def __call__(self, items, desc: str = ""):
-        marks = {max(1, int(round(self.total * q))): q for q in (0.1, 0.5, 1.0)}
-        for i, item in enumerate(items, 1):
-            yield item
-            if i in marks:
-                self.at[marks[i]] = (time.perf_counter() - self.t0, peak_rss_mib())
-
-
 def _import(dataset: Path, store_root: Path, progress=None) -> pd.DataFrame:
     from rla_pipeline.episodes.format import EpisodeStore
     from rla_pipeline.episodes.sources.lerobot import import_lerobot
@@ -142,20 +128,43 @@ def _encoder():
     return DinoEncoder(EncoderConfig(weights="random", image_size=56, device="cpu", batch_size=64))
 
 
-def _encode(store_root: Path, cache_root: Path, progress=None) -> pd.DataFrame:
+def _encode(store_root: Path, cache_root: Path) -> pd.DataFrame:
     from rla_pipeline.episodes.format import EpisodeStore
     from rla_pipeline.features.cache import FeatureCache, FeatureCacheConfig
 
-    store = EpisodeStore(store_root)
-    cache = FeatureCache(cache_root)
-    if progress is None:
-        return cache.update(store, _encoder(), cfg=FeatureCacheConfig(progress=False))
-    # one episode per update call so the milestones see each one; update() skips what the cache holds
-    ids = store.episode_ids()
-    enc = _encoder()
-    for eid in progress(ids):
-        manifest = cache.update(store, enc, episode_ids=[eid], cfg=FeatureCacheConfig(progress=False))
-    return manifest
+    return FeatureCache(cache_root).update(EpisodeStore(store_root), _encoder(), cfg=FeatureCacheConfig(progress=False))
+
+
+class Watch:
+    """Samples ``count()`` in a thread while a resume runs: wall and peak RSS of this process when 10/50/100 % of
+    the resume's own work (the episodes the killed run left) are done."""
+
+    def __init__(self, total: int, count, t0: float):
+        import threading
+
+        self.total, self.count, self.t0, self.at = total, count, t0, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(0.2)
+
+    def _sample(self) -> None:
+        n = self.count()
+        for q in (0.1, 0.5, 1.0):
+            if q not in self.at and n >= self.total * q:
+                self.at[q] = (time.perf_counter() - self.t0, peak_rss_mib())
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
 
 
 def _child(args) -> None:
@@ -209,31 +218,24 @@ def main() -> None:
     done_before = _kill_half_way(args, "import", stored, n)
     finished = {p.parent.name for p in args.store.glob("*/meta.json")}
     t0 = time.perf_counter()
-    ms = Milestones(n, t0)
-    out = _import(args.dataset, args.store, progress=ms)
+    with Watch(n - done_before, lambda: stored() - done_before, t0) as ms:
+        out = _import(args.dataset, args.store)
     redone = int(out[out["episode_id"].isin(finished) & (out["status"] == "written")].shape[0])
     rows.append(("import", n, done_before, ms, redone, int((out["status"] == "written").sum())))
 
     if args.encode:
         from rla_pipeline.features.cache import FeatureCache
 
-        def cached() -> int:
-            try:
-                return len(FeatureCache(args.cache).manifest())  # the manifest is rewritten at the end only
-            except Exception:
-                return 0
-
         def entries() -> int:
             return sum(1 for _ in (args.cache / "entries").glob("*.safetensors")) if args.cache.exists() else 0
 
         done_enc = _kill_half_way(args, "encode", entries, n)
-        keys_before = {p.name for p in (args.cache / "entries").glob("*.safetensors")}
-        t0 = time.perf_counter()
-        ms_e = Milestones(n, t0)
         mtimes = {p.name: p.stat().st_mtime_ns for p in (args.cache / "entries").glob("*.safetensors")}
-        _encode(args.store, args.cache, progress=ms_e)
-        rewritten = sum(1 for k in keys_before if (args.cache / "entries" / k).stat().st_mtime_ns != mtimes[k])
-        new = len({p.name for p in (args.cache / "entries").glob("*.safetensors")} - keys_before)
+        t0 = time.perf_counter()
+        with Watch(n - done_enc, lambda: entries() - done_enc, t0) as ms_e:
+            _encode(args.store, args.cache)
+        rewritten = sum(1 for k, t in mtimes.items() if (args.cache / "entries" / k).stat().st_mtime_ns != t)
+        new = entries() - len(mtimes)
         rows.append(("encode", n, done_enc, ms_e, rewritten, new))
 
     print("\n| step | episodes | done when killed | resume wall s (10% / 50% / 100%) | peak RSS MiB (10% / 50% / "
