@@ -238,7 +238,7 @@ def main() -> None:
         new = entries() - len(mtimes)
         rows.append(("encode", n, done_enc, ms_e, rewritten, new))
 
-    print("\n| step | episodes | done when killed | resume wall s (10% / 50% / 100%) | peak RSS MiB (10% / 50% / "
+    print("\n| step | episodes | done when killed | resume wall s at 10% / 50% / 100% of the rest | peak RSS MiB (10% / 50% / "
           "100%) | finished episodes redone on resume | episodes done by the resume |")
     print("|---|---|---|---|---|---|---|")
     for step, total, before, m, redone, did in rows:
