@@ -78,7 +78,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from rla_pipeline.features.cache import FeatureCache, FeatureCacheConfig, serialize_tokens
+    from rla_pipeline.features.cache import FeatureCache, FeatureCacheConfig
+    from rla_pipeline.features.entry_file import serialize_tokens
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_features_"))

@@ -42,12 +42,15 @@ def e2e(tmp_path_factory, project_root):
         "KEDRO_DISABLE_TELEMETRY": "true",
         "OMP_NUM_THREADS": "2",
     }
+    # the commit the run starts from (read before it: a commit made meanwhile must not count)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root, capture_output=True, text=True,
+                          check=True).stdout.strip()
     out = _kedro(["run", "--pipelines=wmrl", "--env=test"], project_root, env)
-    return tmp, env, out
+    return tmp, env, out, head
 
 
 def test_wmrl_writes_both_success_tables_and_the_report(e2e):
-    tmp, _, _ = e2e
+    tmp, _, _, _ = e2e
     rep = tmp / "data" / "08_reporting"
     bc = pd.read_parquet(rep / "bc_success_table.parquet")
     wmrl = pd.read_parquet(rep / "wmrl_success_table.parquet")
@@ -66,10 +69,10 @@ def test_wmrl_writes_both_success_tables_and_the_report(e2e):
         assert (tmp / "data" / "06_models" / name).stat().st_size > 0
 
 
-def test_one_finished_mlflow_run_with_lineage_tags_and_nested_trainings(e2e, project_root):
+def test_one_finished_mlflow_run_with_lineage_tags_and_nested_trainings(e2e):
     from mlflow import MlflowClient
 
-    tmp, env, _ = e2e
+    tmp, env, _, head = e2e
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("rla-pipeline")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`kedro.pipelines` = 'wmrl'")
@@ -77,8 +80,6 @@ def test_one_finished_mlflow_run_with_lineage_tags_and_nested_trainings(e2e, pro
     run = runs[-1]
     assert run.info.status == "FINISHED"
     assert run.data.tags["kedro.env"] == "test"
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root, capture_output=True, text=True,
-                          check=True).stdout.strip()
     assert run.data.tags["git.commit"] == head  # the commit the numbers came from, not a placeholder
     assert run.data.tags.get("encoder_weights") == "random-init"
     children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
@@ -87,7 +88,7 @@ def test_one_finished_mlflow_run_with_lineage_tags_and_nested_trainings(e2e, pro
 
 
 def test_old_pipeline_flag_reruns_without_redoing_cached_work(e2e, project_root):
-    tmp, env, _ = e2e
+    tmp, env, _, _ = e2e
     episodes = tmp / "data" / "01_raw" / "episodes"
     cache = tmp / "data" / "04_feature" / "dino_cache"
     before = {p: p.stat().st_mtime_ns for p in list(episodes.rglob("*.mp4")) + list(cache.rglob("*.safetensors"))}

@@ -5,21 +5,37 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from rla_pipeline.features.config import FeaturesConfig
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
+def _features_params(env: str) -> dict:
+    """The ``features`` block as Kedro merges it for ``--env=env`` (base, then the env's overrides)."""
+    from rla_pipeline import settings
+
+    args = {**settings.CONFIG_LOADER_ARGS, "default_run_env": env}
+    loader = settings.CONFIG_LOADER_CLASS(str(CONF), **args)
+    return loader["parameters"]["features"]
+
+
 @pytest.mark.parametrize("env", ["base", "test", "paper"])
-def test_parameter_files_build_configs(env):
-    params = yaml.safe_load((CONF / env / "parameters_features.yml").read_text())["features"]
-    cfg = FeaturesConfig.from_dict(params)
-    if env == "paper":
-        assert cfg.encoder.model_name == "vit_large_patch16_dinov3.lvd1689m" and cfg.encoder.image_size == 512
-        assert cfg.encoder.weights == "pretrained" and cfg.encoder.allow_random_fallback is False
-    assert cfg.with_device("cpu").encoder.device == ("cpu" if cfg.encoder.device == "auto" else cfg.encoder.device)
+def test_every_env_gives_a_valid_features_config(env):
+    FeaturesConfig.from_dict(_features_params(env))  # strict: an unknown or mistyped key, or a bad value, raises
+
+
+def test_paper_env_never_falls_back_to_random_weights():
+    cfg = FeaturesConfig.from_dict(_features_params("paper"))
+    assert cfg.encoder.weights == "pretrained" and cfg.encoder.allow_random_fallback is False
+
+
+def test_global_device_applies_only_when_the_encoder_says_auto():
+    auto = FeaturesConfig.from_dict({"encoder": {"device": "auto"}})
+    assert auto.with_device("cpu").encoder.device == "cpu"
+    assert auto.encoder.device == "auto"  # the original is left as it was
+    pinned = FeaturesConfig.from_dict({"encoder": {"device": "cpu"}})
+    assert pinned.with_device("cuda:1").encoder.device == "cpu"
 
 
 def _run(cache_root: Path, store, params: dict) -> pd.DataFrame:
@@ -45,7 +61,7 @@ def _run(cache_root: Path, store, params: dict) -> pd.DataFrame:
 
 
 def test_pipeline_fills_cache_and_reruns_without_work(store, tmp_path):
-    params = yaml.safe_load((CONF / "test" / "parameters_features.yml").read_text())["features"]
+    params = _features_params("test")
     manifest = _run(tmp_path / "cache", store, params)
     assert sorted(manifest["episode_id"]) == store.episode_ids()
     assert set(manifest["weights_tag"]) == {"random-init"} and set(manifest["tokens"]) == {16}

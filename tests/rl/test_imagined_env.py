@@ -9,7 +9,6 @@ from rla_pipeline.rl.imagined_env import (
     ImaginedVectorEnv,
     build_start_states,
     calibrate_success_threshold,
-    token_l1,
 )
 
 
@@ -68,7 +67,6 @@ def test_reward_is_exact_negative_token_l1_to_goal():
     assert torch.allclose(info["distance"], torch.tensor([4 / 6, 4 / 6]))
     assert torch.allclose(reward, torch.tensor([-2 * 4 / 6, -2 * 4 / 6]))
     assert not term.any() and not trunc.any()
-    assert torch.allclose(token_l1(torch.zeros(1, 2, 2), torch.full((1, 2, 2), 0.25)), torch.tensor([0.25]))
 
 
 def test_success_terminates_and_resets():

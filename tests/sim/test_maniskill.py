@@ -121,3 +121,63 @@ def test_simulated_episodes_round_trip_and_rerun_skips(tmp_path, monkeypatch):
     assert set(again["status"]) <= {"exists", "skipped"} and again["kept"].sum() == 1
     assert maniskill.recipe_digest(cfg, "PushCube-v1", "demo", 0) != maniskill.recipe_digest(
         SimulationConfig(tasks=["PushCube-v1"], image_size=64), "PushCube-v1", "demo", 0)
+
+
+def test_task_step_limits_and_their_digest():
+    from rla_pipeline.episodes.sources.maniskill import SimulationConfig, recipe_digest
+
+    cfg = SimulationConfig(tasks=["PushCube-v1", "RollBall-v1", "PullCubeTool-v1"], max_steps=50)
+    assert cfg.steps_for("PushCube-v1") == 50  # cube tasks keep max_steps (old episodes stay valid)
+    assert cfg.steps_for("RollBall-v1") == 100 and cfg.steps_for("PullCubeTool-v1") == 100
+    assert SimulationConfig(max_steps=120).steps_for("RollBall-v1") == 120
+    over = SimulationConfig(task_max_steps={"RollBall-v1": 60})
+    assert over.steps_for("RollBall-v1") == 60
+    assert recipe_digest(over, "RollBall-v1", "demo", 3) != recipe_digest(cfg, "RollBall-v1", "demo", 3)
+    assert recipe_digest(over, "PushCube-v1", "demo", 3) == recipe_digest(cfg, "PushCube-v1", "demo", 3)
+    with pytest.raises(ValueError, match="task_max_steps"):
+        SimulationConfig(task_max_steps={"RollBall-v1": 0})
+
+
+def _expert_successes(task: str, seeds) -> list:
+    """First success step (or None) of the scripted expert per seed, small frames, the task's step limit."""
+    _vulkan_or_skip()
+    from rla_pipeline.episodes.sources.maniskill import SimulationConfig, rollout
+    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+    from rla_pipeline.sim.experts import make_expert
+
+    limit = SimulationConfig().steps_for(task)
+    with make_env(SimEnvConfig(task=task, image_size=32, with_mask=False, max_episode_steps=limit)) as env:
+        return [rollout(env, make_expert(task), seed, limit, 0).success_step for seed in seeds]
+
+
+@pytest.mark.sim
+def test_rollball_expert_rolls_the_ball_into_the_goal():
+    # seeds 0-2 are the first three of scripts/bench_experts.py (not picked; 17/20 = 85 % there, seed 1 is a
+    # miss: shots a few degrees off), so the test asks for 2 of 3.
+    steps = _expert_successes("RollBall-v1", (0, 1, 2))
+    assert sum(s is not None for s in steps) >= 2, steps
+    assert all(s is None or s <= 100 for s in steps)
+
+
+@pytest.mark.sim
+def test_pullcubetool_expert_pulls_the_cube_in_with_the_tool():
+    steps = _expert_successes("PullCubeTool-v1", (0, 1, 2))
+    assert all(s is not None for s in steps), steps
+
+
+@pytest.mark.sim
+def test_pusht_expert_improves_the_overlap():
+    """The PushT expert is below its bar (see docs/simulation.md); it must at least move the tee towards the goal."""
+    _vulkan_or_skip()
+    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+    from rla_pipeline.sim.experts import make_expert
+
+    with make_env(SimEnvConfig(task="PushT-v1", image_size=32, with_mask=False, max_episode_steps=100)) as env:
+        env.reset(0)
+        expert = make_expert("PushT-v1", experimental=True)
+        expert.reset(env)
+        start = float(env.unwrapped.pseudo_render_intersection()[0])
+        for _ in range(100):
+            env.step(expert.act(env))
+        end = float(env.unwrapped.pseudo_render_intersection()[0])
+    assert end > start + 0.1, (start, end)

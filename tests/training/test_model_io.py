@@ -1,4 +1,7 @@
-"""Model registry and TorchModelDataset: one safetensors file round-trips a registered model exactly."""
+"""``training.model_io``: what the per-model sweep (tests/models/test_save_load.py) does not cover.
+
+Tied weights (a shared tensor stored once, tying rebuilt on load) and the refusals of unusable input.
+"""
 from __future__ import annotations
 
 import json
@@ -7,12 +10,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn as nn
-from kedro.io import DatasetError
 from safetensors import safe_open
+from safetensors.torch import save_file
 
-from rla_pipeline.datasets.torch_model import TorchModelDataset
-from rla_pipeline.models.registry import ModelRegistryError, build_model, register_model, registered_models
-from rla_pipeline.utils.config import ConfigError
+from rla_pipeline.models.registry import register_model
+from rla_pipeline.training.model_io import ModelFileError, load_model, save_model
 
 
 @dataclass
@@ -39,65 +41,45 @@ class TiedLM(nn.Module):
         return self.head(torch.tanh(self.mix(self.embed(ids) * self.scale)))
 
 
-def test_registry_builds_from_dict_and_rejects_bad_input():
-    assert "test_tied_lm" in registered_models()
-    model = build_model("test_tied_lm", {"vocab": 5, "width": 4})
-    assert isinstance(model, TiedLM) and model.config == TiedConfig(vocab=5, width=4)
-    with pytest.raises(ConfigError, match="depth"):
-        build_model("test_tied_lm", {"depth": 3})
-    with pytest.raises(ModelRegistryError, match="no model registered as 'nope'"):
-        build_model("nope", {})
-    with pytest.raises(ModelRegistryError, match="already registered"):
-        @register_model("test_tied_lm")
-        class Other(TiedLM):
-            pass
-    with pytest.raises(ModelRegistryError, match="config dataclass"):
-        @register_model
-        class NoConfig(nn.Module):
-            def __init__(self, width: int):
-                super().__init__()
-
-
-def test_torch_model_dataset_round_trip(tmp_path):
+def test_tied_weights_are_stored_once_and_tied_again_on_load(tmp_path):
     torch.manual_seed(0)
     model = TiedLM(TiedConfig(vocab=13, width=6, scale=0.5))
     with torch.no_grad():
         model.scale.add_(1.0)  # a buffer that differs from its init value must survive
-    ds = TorchModelDataset(str(tmp_path / "models" / "tied.safetensors"))
-    assert not ds.exists()
-    ds.save(model)
-    assert ds.exists() and ds._describe() == {"filepath": str(tmp_path / "models" / "tied.safetensors")}
-    assert [p.name for p in (tmp_path / "models").iterdir()] == ["tied.safetensors"]  # no temp files left
-    with safe_open(str(ds.path), framework="pt") as fh:
+    path = save_model(model, tmp_path / "tied.safetensors")
+    with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
         keys = set(fh.keys())
     assert meta["class"] == "test_tied_lm"
     assert json.loads(meta["config"]) == {"vocab": 13, "width": 6, "scale": 0.5}
     assert len(keys) == len(model.state_dict()) - 1  # the tied weight is stored once
 
-    loaded = ds.load()
+    loaded = load_model(path)
     assert isinstance(loaded, TiedLM) and not loaded.training
     assert loaded.head.weight is loaded.embed.weight  # tying is rebuilt by the class
-    for k, v in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[k], v), k
     ids = torch.randint(0, 13, (2, 5))
     assert torch.equal(loaded(ids), model.eval()(ids))
 
 
-def test_torch_model_dataset_refuses_unregistered_models_and_wrong_files(tmp_path):
+def test_unregistered_models_missing_and_foreign_files_are_refused(tmp_path):
     class Plain(nn.Module):
         def __init__(self):
             super().__init__()
             self.config = TiedConfig()
             self.lin = nn.Linear(2, 2)
 
-    ds = TorchModelDataset(str(tmp_path / "m.safetensors"))
+    path = tmp_path / "m.safetensors"
     with pytest.raises(Exception, match="not registered"):
-        ds.save(Plain())
-    with pytest.raises(DatasetError, match="does not exist"):
-        ds.load()
-    from safetensors.torch import save_file
-
-    save_file({"x": torch.zeros(1)}, str(tmp_path / "m.safetensors"))
-    with pytest.raises(DatasetError, match="not an rla-pipeline model file"):
-        ds.load()
+        save_model(Plain(), path)
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(path)
+    save_file({"x": torch.zeros(1)}, str(path))
+    with pytest.raises(ModelFileError, match="not an rla-pipeline model file"):
+        load_model(path)
+    save_model(TiedLM(TiedConfig(vocab=5)), path)
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()  # says vocab=5
+    wider = TiedLM(TiedConfig(vocab=7))
+    save_file({k: v.contiguous() for k, v in wider.state_dict().items() if k != "head.weight"}, str(path), metadata=meta)
+    with pytest.raises(ModelFileError, match="do not fit"):  # weights of another shape than the config says
+        load_model(path)

@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,19 @@ def _script_module():
     return mod
 
 
+def _group_gone(pgid: int, within_s: float) -> bool:
+    """True once no process is left in process group ``pgid`` (children may take a moment to exit)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
 def test_missing_chain_finds_breaks_in_a_graph():
     mod = _script_module()
     nodes = [{"id": i, "name": n} for i, n in enumerate(
@@ -34,14 +47,32 @@ def test_missing_chain_finds_breaks_in_a_graph():
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (scripts/setup_chromium.sh)")
-def test_viz_screenshot_of_wmrl_shows_the_whole_chain(tmp_path):
+def test_viz_screenshot_of_wmrl_shows_the_whole_chain_and_stops_its_server(tmp_path, monkeypatch):
     out = tmp_path / "lineage_wmrl.png"
     graph_json = tmp_path / "graph.json"
-    env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="true", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--pipeline", "wmrl", "--out", str(out), "--window",
-                           "1400,900", "--json", str(graph_json)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name, value in {"KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    mod = _script_module()
+    # Run the script in this process, recording the port it picks and the kedro viz process it starts,
+    # so that the test can check afterwards that the server is really gone.
+    ports, servers = [], []
+    pick_port, popen = mod.free_port, subprocess.Popen
+
+    def recording_free_port(*args, **kwargs):
+        ports.append(pick_port(*args, **kwargs))
+        return ports[-1]
+
+    def recording_popen(cmd, *args, **kwargs):
+        proc = popen(cmd, *args, **kwargs)
+        if "viz" in [str(c) for c in cmd]:
+            servers.append(proc)
+        return proc
+
+    monkeypatch.setattr(mod, "free_port", recording_free_port)
+    monkeypatch.setattr(mod.subprocess, "Popen", recording_popen)
+    status = mod.main(["--pipeline", "wmrl", "--out", str(out), "--window", "1400,900", "--json", str(graph_json)])
+    monkeypatch.undo()
+    assert status == 0
     from PIL import Image
 
     img = Image.open(out)
@@ -52,8 +83,11 @@ def test_viz_screenshot_of_wmrl_shows_the_whole_chain(tmp_path):
     graph = json.loads(graph_json.read_text())
     names = {n["name"] for n in graph["nodes"]}
     assert {"episodes", "feature_cache", "bc_success_table", "wmrl_success_table"} <= names
-    mod = _script_module()
     assert mod.missing_chain(graph) == []
-    # the server is gone: nothing listens any more on the port the script used
+    # The server is gone: its process group has exited and nothing listens any more on the port it used.
+    assert len(ports) == 1 and len(servers) == 1
+    assert servers[0].poll() is not None
+    assert not mod.port_open(ports[0])
+    assert _group_gone(servers[0].pid, within_s=10), f"processes of kedro viz's group {servers[0].pid} still run"
     if os.environ.get("RLA_KEEP_SCREENSHOTS"):
         shutil.copy(out, os.environ["RLA_KEEP_SCREENSHOTS"])

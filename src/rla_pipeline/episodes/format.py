@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rla_pipeline.episodes.video import VideoError, decode_video, encode_video, iter_video_frames
-from rla_pipeline.utils.atomic import TMP_PREFIX, atomic_dir, atomic_write_text
+from rla_pipeline.utils.atomic import atomic_dir, atomic_write_text
 from rla_pipeline.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -469,10 +468,3 @@ class EpisodeStore:
             pq.write_table(_steps_to_table(steps), tmp / "steps.parquet")
             atomic_write_text(tmp / "meta.json", meta.to_json())
         return final
-
-    def delete(self, eid: str) -> None:
-        path = self.episode_dir(eid)
-        if path.exists():
-            trash = path.with_name(f"{TMP_PREFIX}del-{eid}-{os.getpid()}")
-            os.replace(path, trash)
-            shutil.rmtree(trash, ignore_errors=True)

@@ -6,7 +6,6 @@ Every decode error is raised as :class:`VideoError` naming the file, so callers 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -22,15 +21,6 @@ class VideoError(RuntimeError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    num_frames: int | None  # from the container; may be None or wrong: decode to be sure
-    height: int
-    width: int
-    fps: float
-    codec: str
 
 
 def encode_video(
@@ -71,31 +61,6 @@ def encode_video(
             for packet in stream.encode():
                 container.mux(packet)
     return path
-
-
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    import av
-
-    path = Path(path)
-    if not path.exists():
-        raise VideoError(path, "file does not exist")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(path, "no video stream")
-            s = container.streams.video[0]
-            fps = float(s.average_rate or s.guessed_rate or 0.0)
-            return VideoInfo(
-                num_frames=int(s.frames) if s.frames else None,
-                height=s.codec_context.height,
-                width=s.codec_context.width,
-                fps=fps,
-                codec=s.codec_context.name,
-            )
-    except VideoError:
-        raise
-    except Exception as exc:  # av.error.* and friends
-        raise VideoError(path, f"cannot open video ({type(exc).__name__}: {exc})") from exc
 
 
 def iter_video_frames(path: str | os.PathLike, batch: int = 32) -> Iterator[np.ndarray]:

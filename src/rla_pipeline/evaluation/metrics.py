@@ -138,7 +138,7 @@ def split_horizon(h: int, chunk: int) -> list[int]:
     return [chunk] * (h // chunk) + ([h % chunk] if h % chunk else [])
 
 
-def action_chunks(actions: np.ndarray, t: int, lengths: list[int], max_actions: int
+def rollout_action_chunks(actions: np.ndarray, t: int, lengths: list[int], max_actions: int
                   ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Zero-padded chunks (max_actions, A) and masks for actions[t:t+sum(lengths)] split by ``lengths``."""
     chunks, masks, start = [], [], t
@@ -174,7 +174,7 @@ def rollout_batch(cache, episode_ids: list[str], h: int, chunk: int, max_actions
     if pairs.empty:
         return None
     lengths = split_horizon(h, min(chunk, max_actions))
-    per = [action_chunks(cache.steps(e)["action"], t, lengths, max_actions) for e, t, _ in pairs.itertuples(index=False)]
+    per = [rollout_action_chunks(cache.steps(e)["action"], t, lengths, max_actions) for e, t, _ in pairs.itertuples(index=False)]
     chunks = [torch.stack([p[0][i] for p in per]) for i in range(len(lengths))]
     masks = [torch.stack([p[1][i] for p in per]) for i in range(len(lengths))]
     return RolloutBatch(pairs, _stack(cache, pairs), _stack(cache, pairs, -1), chunks, masks)

@@ -19,6 +19,9 @@ Guarantees of :meth:`FeatureCache.update`:
 - a corrupt entry (checksum mismatch, truncated or unreadable file) is logged with its episode id and recomputed;
 - decoding runs in a background thread (``store.iter_frame_batches``) while the model encodes the previous batch.
 
+Where the parts live: the entry file format and its checks in ``features/entry_file.py``; decoding, batch packing
+and encoding in ``features/encode_stream.py``; this module keeps the folder, keys, manifest and :meth:`update`.
+
 Multi-process / multi-GPU: under ``torchrun`` (env ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``), the episodes that need
 work are split by episode (``todo[rank::world_size]``); each process writes its own entries, then waits for all
 entries (``torch.distributed.barrier()`` when a process group is initialised, else by polling the files), and rank 0
@@ -31,33 +34,32 @@ import hashlib
 import json
 import logging
 import os
-import queue
-import struct
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from rla_pipeline.utils.atomic import TMP_PREFIX, atomic_path, atomic_write_bytes, remove_stale_temps
+from rla_pipeline.features.encode_stream import encode_episodes
+# Re-exported: callers and tests import the entry-file names from here.
+from rla_pipeline.features.entry_file import (FORMAT_VERSION, CacheEntryError, entry_bytes, memmap_tokens,
+                                              read_header, serialize_tokens, verify_entry)
+from rla_pipeline.utils.atomic import atomic_path, atomic_write_bytes, remove_stale_temps
 from rla_pipeline.utils.config import from_dict
 from rla_pipeline.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = "rla-feature-cache/1"
+__all__ = ["FORMAT_VERSION", "MANIFEST_COLUMNS", "CacheEntryError", "FeatureCache", "FeatureCacheConfig", "dist_info",
+           "read_header", "serialize_tokens", "verify_entry"]
+
 MANIFEST_COLUMNS = [
     "episode_id", "key", "frames", "tokens", "dims", "encoder", "weights_tag", "weights_digest", "image_size",
     "mask_background", "video_digest", "bytes", "sha256", "path",
     "steps_key", "action_dim", "proprio_dim", "task", "kind",
 ]
-
-
-class CacheEntryError(RuntimeError):
-    """An entry file is missing, truncated or fails its checksum."""
 
 
 @dataclass
@@ -90,94 +92,6 @@ class FeatureCacheConfig:
 def dist_info() -> tuple[int, int]:
     """(rank, world_size) from torchrun's environment variables; (0, 1) when not launched by torchrun."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-
-
-def _remove_old_temps(folder: Path, min_age_s: float) -> int:
-    n = 0
-    now = time.time()
-    for p in folder.glob(f"{TMP_PREFIX}*"):
-        try:
-            if p.is_file() and now - p.stat().st_mtime > min_age_s:
-                p.unlink()
-                n += 1
-        except FileNotFoundError:
-            continue
-    return n
-
-
-def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
-    """Parse a safetensors header: returns (header dict, byte offset where the data buffer starts)."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise CacheEntryError(f"{path}: truncated (no header)")
-        (n,) = struct.unpack("<Q", raw)
-        if n > min(size - 8, 100 << 20):
-            raise CacheEntryError(f"{path}: header length {n} does not fit a {size}-byte file")
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError as exc:
-            raise CacheEntryError(f"{path}: unreadable header ({exc})") from exc
-    return header, 8 + n
-
-
-def serialize_tokens(tokens: np.ndarray, meta: dict[str, str]) -> bytes:
-    """A safetensors file holding ``tokens`` (float16 (T,N,D)) with a deterministic header (sorted keys).
-
-    The safetensors library writes its metadata from a hash map in random order; writing the header here makes the
-    same tokens + metadata give the same bytes, so the manifest's file sha256 is reproducible.
-    """
-    tokens = np.ascontiguousarray(tokens, dtype="<f2")
-    header = {"__metadata__": dict(meta), "tokens": {"dtype": "F16", "shape": list(tokens.shape), "data_offsets": [0, tokens.nbytes]}}
-    raw = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data buffer starts 8-byte aligned
-    return struct.pack("<Q", len(raw)) + raw + tokens.tobytes()
-
-
-def verify_entry(path: Path, expect_key: str | None = None, full: bool = True) -> dict[str, Any]:
-    """Check an entry file; returns its metadata plus ``sha256`` (whole file) and ``bytes``.
-
-    Raises CacheEntryError on a truncated file, a wrong key, a shape/size mismatch or (``full``) a payload checksum
-    mismatch. ``full`` streams the file once and hashes both the whole file and the tensor payload.
-    """
-    header, start = read_header(path)
-    meta = header.get("__metadata__") or {}
-    info = header.get("tokens")
-    if not info or meta.get("format") != FORMAT_VERSION:
-        raise CacheEntryError(f"{path}: not a feature-cache entry")
-    if expect_key is not None and meta.get("key") != expect_key:
-        raise CacheEntryError(f"{path}: holds key {meta.get('key')}, expected {expect_key}")
-    a, b = info["data_offsets"]
-    shape = tuple(info["shape"])
-    if info["dtype"] != "F16" or b - a != int(np.prod(shape)) * 2:
-        raise CacheEntryError(f"{path}: tokens {info['dtype']} {shape} do not match their {b - a} bytes")
-    size = path.stat().st_size
-    if size != start + b:
-        raise CacheEntryError(f"{path}: file is {size} bytes, header says {start + b} (truncated?)")
-    out = dict(meta)
-    out["bytes"] = size
-    if full:
-        whole, payload = hashlib.sha256(), hashlib.sha256()
-        pos = 0
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                whole.update(block)
-                # the payload is the tokens' byte range [start + a, start + b)
-                lo, hi = max(start + a - pos, 0), min(start + b - pos, len(block))
-                if lo < hi:
-                    payload.update(block[lo:hi])
-                pos += len(block)
-        if payload.hexdigest() != meta.get("payload_sha256"):
-            raise CacheEntryError(f"{path}: payload checksum mismatch (corrupt file)")
-        out["sha256"] = whole.hexdigest()
-    else:
-        out["sha256"] = meta.get("file_sha256_unverified", "")
-    return out
-
 
 class FeatureCache:
     """Handle on a cache folder (cheap to create). See the module docstring for layout and guarantees."""
@@ -220,11 +134,6 @@ class FeatureCache:
         )
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def key_for(self, store, eid: str, enc, camera: str | None = None) -> str:
-        """The cache key of episode ``eid`` of ``store`` under encoder ``enc`` (a DinoEncoder)."""
-        cam = camera or store.read_meta(eid).cameras[0]
-        return self.make_key(enc.describe(), store.video_digest(eid, cam), cam)
-
     # ------------------------------------------------------------------ reading
     def manifest(self) -> pd.DataFrame:
         """The manifest of the last :meth:`update` (empty frame with the columns when none)."""
@@ -248,20 +157,7 @@ class FeatureCache:
 
     def tokens(self, eid: str) -> np.ndarray:
         """float16 (T, N, D) memory-mapped from the entry file (read-only, nothing loaded until touched)."""
-        path = self.root / self._row(eid)["path"]
-        header, start = read_header(path)
-        info = header["tokens"]
-        return np.memmap(path, dtype=np.float16, mode="r", offset=start + info["data_offsets"][0], shape=tuple(info["shape"]))
-
-    def load(self, eid: str):
-        """torch.float16 (T, N, D) backed by a copy-on-write memory map of the entry (no full read)."""
-        import torch
-
-        path = self.root / self._row(eid)["path"]
-        header, start = read_header(path)
-        info = header["tokens"]
-        arr = np.memmap(path, dtype=np.float16, mode="c", offset=start + info["data_offsets"][0], shape=tuple(info["shape"]))
-        return torch.from_numpy(arr)
+        return memmap_tokens(self.root / self._row(eid)["path"])
 
     def steps(self, eid: str) -> dict[str, np.ndarray]:
         """The episode's ``action`` float32 (T, A) and ``proprio`` (T, P) arrays (keys absent when the episode has none)."""
@@ -271,9 +167,7 @@ class FeatureCache:
 
     # ------------------------------------------------------------------ writing
     def _write_entry(self, key: str, tokens: np.ndarray, meta: dict[str, str]) -> dict[str, Any]:
-        tokens = np.ascontiguousarray(tokens, dtype=np.float16)
-        meta = {**meta, "format": FORMAT_VERSION, "key": key, "payload_sha256": hashlib.sha256(tokens.data).hexdigest()}
-        data = serialize_tokens(tokens, meta)
+        data, meta = entry_bytes(key, tokens, meta)
         path = atomic_write_bytes(self.entry_path(key), data)
         return {**meta, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "path": path}
 
@@ -325,7 +219,7 @@ class FeatureCache:
         for d in (self.entries_dir, self.steps_dir):
             d.mkdir(parents=True, exist_ok=True)
             # With several ranks, a young temp file may be another rank's write in progress: leave it.
-            n = remove_stale_temps(d) if world == 1 else _remove_old_temps(d, min_age_s=3600.0)
+            n = remove_stale_temps(d, min_age_s=0.0 if world == 1 else 3600.0)
             if n:
                 logger.info("removed %d leftovers of an interrupted run under %s", n, d)
 
@@ -356,7 +250,16 @@ class FeatureCache:
         )
         t_check = time.perf_counter() - t0
         if mine:
-            for eid, entry in self._encode_episodes(store, enc, [(e, plan[e]) for e in mine], cfg):
+            describe = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in desc.items()}
+
+            def write(eid: str, tokens: np.ndarray) -> dict[str, Any]:
+                p = plan[eid]
+                meta = {"episode_id": eid, "camera": p["camera"], "video_digest": p["video_digest"],
+                        "shape": json.dumps(list(tokens.shape)), **describe}
+                return self._write_entry(p["key"], tokens, meta)
+
+            work = [(e, plan[e]["camera"], int(plan[e]["meta"].num_frames)) for e in mine]
+            for eid, entry in encode_episodes(store, enc, work, cfg.prefetch_batches, cfg.progress, write):
                 plan[eid]["entry"] = entry
         t_encode = time.perf_counter() - t0 - t_check
         encoded_frames = sum(int(plan[e]["meta"].num_frames) for e in mine)
@@ -411,100 +314,6 @@ class FeatureCache:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(missing)} feature-cache entries from other ranks did not appear in {timeout_s}s")
             time.sleep(poll_s)
-
-    def _encode_episodes(self, store, enc, work: list[tuple[str, dict]], cfg: FeatureCacheConfig) -> Iterator[tuple[str, dict]]:
-        """Encode episodes with decoding in a background thread; yields (episode_id, written entry info)."""
-        from tqdm.auto import tqdm
-
-        bs = enc.cfg.batch_size
-        q: queue.Queue = queue.Queue(maxsize=cfg.prefetch_batches)
-        stop = threading.Event()
-        DONE = object()
-
-        def produce() -> None:
-            try:
-                for eid, p in work:
-                    cam = p["camera"]
-                    masks = store.read_masks(eid, cam) if enc.cfg.mask_background else None
-                    start = 0
-                    for frames in store.iter_frame_batches(eid, cam, batch=bs):
-                        m = None if masks is None else masks[start : start + len(frames)]
-                        while not stop.is_set():
-                            try:
-                                q.put((eid, start, frames, m), timeout=0.5)
-                                break
-                            except queue.Full:
-                                continue
-                        if stop.is_set():
-                            return
-                        start += len(frames)
-                q.put(DONE)
-            except BaseException as exc:  # hand decode errors to the consumer, which re-raises them
-                q.put(exc)
-
-        total = sum(int(p["meta"].num_frames) for _, p in work)
-        bar = tqdm(total=total, unit="frame", desc="DINO features", disable=None if cfg.progress else True)
-        thread = threading.Thread(target=produce, name="feature-decode", daemon=True)
-        thread.start()
-        plans = dict(work)
-        bufs: dict[str, np.ndarray] = {}  # episode -> (T, N, D) float16 being filled
-        filled: dict[str, int] = {}
-        pending: list[tuple[str, int, np.ndarray, np.ndarray | None]] = []  # segments of the next forward pass
-        describe = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in enc.describe().items()}
-
-        def flush() -> Iterator[tuple[str, dict]]:
-            """One forward pass over the pending segments (they may span episodes); write finished episodes."""
-            if not pending:
-                return
-            frames = np.concatenate([seg[2] for seg in pending])  # (b, H, W, 3)
-            masks = None
-            if any(seg[3] is not None for seg in pending):
-                masks = np.concatenate([seg[3] if seg[3] is not None else np.ones(seg[2].shape[:3], bool) for seg in pending])
-            tokens = enc.encode_batch(frames, masks).numpy()  # (b, N, D) float32
-            at = 0
-            for eid, start, seg, _ in pending:
-                bufs[eid][start : start + len(seg)] = tokens[at : at + len(seg)]
-                at += len(seg)
-                filled[eid] += len(seg)
-                if filled[eid] == bufs[eid].shape[0]:
-                    p, buf = plans[eid], bufs.pop(eid)
-                    meta = {"episode_id": eid, "camera": p["camera"], "video_digest": p["video_digest"],
-                            "shape": json.dumps(list(buf.shape)), **describe}
-                    yield eid, self._write_entry(p["key"], buf, meta)
-            bar.update(len(frames))
-            pending.clear()
-
-        try:
-            while True:
-                item = q.get()
-                if item is DONE:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                eid, start, frames, m = item
-                if eid not in bufs:
-                    n_frames = int(plans[eid]["meta"].num_frames)
-                    bufs[eid] = np.empty((n_frames, enc.num_tokens, enc.token_dim), dtype=np.float16)  # (T, N, D)
-                    filled[eid] = 0
-                if pending and pending[0][2].shape[1:] != frames.shape[1:]:
-                    yield from flush()  # frames of another size cannot share a batch
-                # Fill batches to batch_size across episode boundaries: short episodes still run full batches.
-                while len(frames):
-                    room = bs - sum(len(seg[2]) for seg in pending)
-                    pending.append((eid, start, frames[:room], None if m is None else m[:room]))
-                    start, frames, m = start + len(frames[:room]), frames[room:], None if m is None else m[room:]
-                    if room <= len(pending[-1][2]):
-                        yield from flush()
-            yield from flush()
-        finally:
-            stop.set()
-            bar.close()
-            # drain so a blocked producer can finish; it exits on `stop`
-            while thread.is_alive():
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    thread.join(timeout=0.1)
 
     # ------------------------------------------------------------------ housekeeping
     def prune(self, keep_keys: Iterable[str] | None = None) -> int:

@@ -18,8 +18,6 @@ feature manifest (``weights_tag``), so every later table can say which weights m
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import os
 import socket
@@ -35,13 +33,12 @@ import torch.nn.functional as F
 
 from rla_pipeline import tracking
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.hashing import sha256_file, state_dict_digest
+from rla_pipeline.utils.images import IMAGENET_MEAN, IMAGENET_STD
 from rla_pipeline.utils.seeding import resolve_device
-from rla_pipeline.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Bump when the preprocessing below changes: it is part of every cache key.
 PREPROCESS_VERSION = "rgb-bilinear-antialias-imagenet-v1"
 
@@ -137,16 +134,6 @@ def _load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str)
         raise ValueError(f"{source}: checkpoint misses {len(missing)} weights of the model, e.g. {missing[:5]}")
     if unexpected:
         logger.warning("%s: ignored %d unexpected keys, e.g. %s", source, len(unexpected), unexpected[:5])
-
-
-def state_dict_digest(model: torch.nn.Module) -> str:
-    """sha256 over the model's parameters and buffers (names, dtypes, shapes, bytes), in name order."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 
@@ -301,7 +288,3 @@ class DinoEncoder:
         if not outs:
             return torch.zeros(0, self.num_tokens, self.token_dim)
         return torch.cat(outs, 0)
-
-
-def config_dict(cfg: EncoderConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

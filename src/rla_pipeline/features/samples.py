@@ -53,21 +53,6 @@ class SampleConfig:
         return from_dict(cls, d, where="samples")
 
 
-def frame_tokens(cache: FeatureCache, eid: str) -> np.ndarray:
-    """All frames' tokens of one episode: float16 (T, N, D), memory-mapped (no copy)."""
-    return cache.tokens(eid)
-
-
-def start_goal_tokens(cache: FeatureCache, episode_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """First and last frame tokens of each episode (RL start states and goals): two float32 (E, N, D) arrays."""
-    starts, goals = [], []
-    for eid in episode_ids:
-        tok = cache.tokens(eid)
-        starts.append(np.asarray(tok[0], dtype=np.float32))
-        goals.append(np.asarray(tok[-1], dtype=np.float32))
-    return np.stack(starts), np.stack(goals)
-
-
 def action_stats(cache: FeatureCache, episode_ids: Sequence[str], source: str = "action", dim: int | None = None) -> dict[str, np.ndarray]:
     """Per-dimension mean/std float32 (A,) of ``source`` over the frames of ``episode_ids`` (the training episodes).
 

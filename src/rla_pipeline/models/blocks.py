@@ -16,7 +16,9 @@ import torch.nn.functional as F
 def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Sin-cos embedding of float positions (P,) -> (P, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / max(half, 1))
+    # built on the positions' device: a CPU tensor here would meet a GPU flow time t in the product below
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=positions.device)
+                      / max(half, 1))
     angles = positions.float()[:, None] * freqs[None]  # (P, half)
     emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
     if dim % 2:
@@ -48,7 +50,7 @@ class PositionEmbedding(nn.Module):
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Flow time t in [0, 1] (B,) -> (B, dim) sin-cos features (t scaled by 1000 like diffusion models)."""
-    return sincos_1d(t * 1000.0, dim).to(t.device)
+    return sincos_1d(t * 1000.0, dim)
 
 
 class Attention(nn.Module):
@@ -80,11 +82,6 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x)))
-
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """FiLM: x (B, T, W), shift/scale (B, W) -> x * (1 + scale) + shift."""
-    return x * (1 + scale[:, None]) + shift[:, None]
 
 
 class Block(nn.Module):
@@ -123,24 +120,55 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, c: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, W), context (B, S, Wc) | None, c (B, C) | None -> (B, T, W)."""
-        if self.cond:
-            mods = self.ada(c).chunk(3 * self.n_sub, dim=-1)  # each (B, W)
-        else:
-            mods = None
-
-        def sub(i: int, norm: nn.LayerNorm, fn, h: torch.Tensor) -> torch.Tensor:
-            y = norm(h)
-            if mods is None:
-                return h + fn(y)
-            shift, scale, gate = mods[3 * i : 3 * i + 3]
-            # gate starts at 1 (zero-init + 1) so an untrained conditioned block behaves like an unconditioned one
-            return h + (1 + gate[:, None]) * fn(modulate(y, shift, scale))
-
-        x = sub(0, self.norm1, self.attn, x)
-        i = 1
+        if not self.cond:
+            x = x + self.attn(self.norm1(x))
+            if self.cross:
+                x = x + self.cross_attn(self.norm_x(x), self.norm_ctx(context))
+            return x + self.mlp(self.norm2(x))
+        # adaLN: shift/scale of each sub-layer's normalised input and a gate on its branch, all from c. The gate is
+        # 1 + (zero-initialised output), so an untrained conditioned block behaves like an unconditioned one.
+        mods = self.ada(c)[:, None].chunk(3 * self.n_sub, dim=-1)  # each (B, 1, W)
+        shift, scale, gate = mods[0:3]
+        x = x + (1 + gate) * self.attn(self.norm1(x) * (1 + scale) + shift)
         if self.cross:
-            ctx = self.norm_ctx(context)
-            x = sub(i, self.norm_x, lambda y: self.cross_attn(y, ctx), x)
-            i += 1
-        x = sub(i, self.norm2, self.mlp, x)
-        return x
+            shift, scale, gate = mods[3:6]
+            x = x + (1 + gate) * self.cross_attn(self.norm_x(x) * (1 + scale) + shift, self.norm_ctx(context))
+        shift, scale, gate = mods[-3:]
+        return x + (1 + gate) * self.mlp(self.norm2(x) * (1 + scale) + shift)
+
+
+class TokenReadout(nn.Module):
+    """Transformer stream (B, T, W) -> tokens (B, T, D), never confined to a W-dim subspace of the token space.
+
+    A plain ``Linear(W, D)`` readout can only output vectors in a W-dim subspace of the D-dim token space; with
+    W = 128 < D = 384 that removes two thirds of every token (for a flow model: the noise it must remove there). This
+    readout is what every model of this package uses for its token outputs, so all get the same token capacity:
+
+        out = Linear(D', D)(GELU(Linear(W, D')(LN(h)))) + Linear(W, D)(LN(h)) * x_in,     D' = max(W, D)
+
+    - the first term is a hidden layer as wide as the token (nonlinear, so its outputs span all D dims);
+    - the second is a per-dim gate, computed from the stream, on the model's own token input ``x_in`` (the noisy
+      x_t of a flow model, whose velocity outside the data's span is x_t / t; or s_t for a state predictor, where a
+      gate of 1 is copying). Without ``x_in`` the readout is the first term alone.
+    Both output layers start at zero (the paper's zero-initialised output layer): an untrained model outputs 0.
+    """
+
+    def __init__(self, width: int, out_dim: int, gate_input: bool = True):
+        super().__init__()
+        hidden = max(width, out_dim)
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
+        self.gate = nn.Linear(width, out_dim) if gate_input else None
+        for layer in (self.fc2, self.gate):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, h: torch.Tensor, x_in: torch.Tensor | None = None) -> torch.Tensor:
+        """h (B, T, W), x_in (B, T, D) (required when built with ``gate_input``) -> (B, T, D)."""
+        h = self.norm(h)
+        out = self.fc2(F.gelu(self.fc1(h)))
+        if self.gate is not None:
+            out = out + self.gate(h) * x_in
+        return out

@@ -17,9 +17,9 @@ SIGMA_MIN = 1e-5
 
 def sample_time(batch: int, generator: torch.Generator | None = None, mean: float = 0.0, std: float = 1.0,
                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logit-normal flow times (batch,) in (0, 1)."""
-    u = torch.randn(batch, generator=generator, device=device) * std + mean
-    return torch.sigmoid(u)
+    """Logit-normal flow times (batch,) in (0, 1), on ``device`` (drawn on the generator's device when one is given)."""
+    u = torch.randn(batch, generator=generator, device=generator.device if generator is not None else device)
+    return torch.sigmoid(u.to(device) * std + mean)
 
 
 def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, sigma_min: float = SIGMA_MIN
@@ -35,8 +35,8 @@ def flow_matching_loss(velocity_fn: Callable[[torch.Tensor, torch.Tensor], torch
                        generator: torch.Generator | None = None, sigma_min: float = SIGMA_MIN) -> torch.Tensor:
     """Mean squared error between velocity_fn(x_t, t) and the target velocity, for data x0 (B, ...)."""
     t = sample_time(x0.shape[0], generator, device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype) if generator is not None \
-        else torch.randn_like(x0)
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device, dtype=x0.dtype).to(x0.device) \
+        if generator is not None else torch.randn_like(x0)
     x_t, target = interpolate(x0, noise, t, sigma_min)
     return (velocity_fn(x_t, t) - target).pow(2).mean()
 

@@ -16,10 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rla_pipeline.models.registry import register_model
+from rla_pipeline.utils.images import IMAGENET_MEAN, IMAGENET_STD
 from rla_pipeline.utils.config import from_dict
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def task_index_of(config, task: str) -> int | None:

@@ -3,11 +3,14 @@
 encode(s_t, s_{t+h}) -> z: a transformer over the residual s_{t+h} - s_t (N tokens) plus K learned query tokens
 appended to the sequence; the K query outputs, projected to d dims, are the latent action z (B, K, d).
 decode(s_t, z) -> s_{t+h}: a transformer over [z tokens ; s_t tokens] whose N state outputs predict s_{t+h}
-directly (zero-initialised output layer, no explicit skip connection, as in the paper).
+directly (zero-initialised output layer, no explicit skip connection, as in the paper). The output layer is the
+package's :class:`~rla_pipeline.models.blocks.TokenReadout` (a token-wide hidden layer and a learned per-dim gate on
+s_t), so a decoder narrower than the token still reaches every token dim.
 
-Token normalisation: random-init (and real) DINO tokens have per-dim scales far from 1. The model stores a per-dim
-mean/std (buffers ``token_mean``/``token_std``, set from training data with ``set_token_stats``); both networks work
-on normalised tokens and the loss (L1 + MSE) is computed on normalised tokens. ``decode`` returns raw-scale tokens.
+Token normalisation: random-init (and real) DINO tokens have per-dim scales far from 1. The model keeps a per-dim
+mean/std (:class:`~rla_pipeline.models.normalise.Normaliser`, set from training data with ``set_token_stats``); both
+networks work on normalised tokens and the loss (L1 + MSE) is computed on normalised tokens. ``decode`` returns
+raw-scale tokens.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rla_pipeline.models.blocks import Block, PositionEmbedding
+from rla_pipeline.models.blocks import Block, PositionEmbedding, TokenReadout
+from rla_pipeline.models.normalise import Normaliser, token_stats  # noqa: F401 (token_stats: re-exported)
 from rla_pipeline.models.registry import register_model
 from rla_pipeline.utils.config import from_dict
 
@@ -61,8 +65,7 @@ class ResidualLatentActionAutoencoder(nn.Module):
             config = RLAConfig.from_dict(config)
         self.config = c = config
         N, D, W, K = c.num_tokens, c.token_dim, c.width, c.latent_tokens
-        self.register_buffer("token_mean", torch.zeros(D))
-        self.register_buffer("token_std", torch.ones(D))
+        self.tokens = Normaliser(D)
         # encoder
         self.enc_in = nn.Linear(D, W)
         self.enc_pos = PositionEmbedding(N, W)
@@ -76,23 +79,26 @@ class ResidualLatentActionAutoencoder(nn.Module):
         self.dec_s_in = nn.Linear(D, W)
         self.dec_pos = PositionEmbedding(N, W)
         self.dec_blocks = nn.ModuleList(Block(W, c.heads, c.mlp_ratio) for _ in range(c.dec_depth))
-        self.dec_norm = nn.LayerNorm(W)
-        self.dec_out = nn.Linear(W, D)
-        nn.init.zeros_(self.dec_out.weight)
-        nn.init.zeros_(self.dec_out.bias)
+        self.dec_out = TokenReadout(W, D)  # zero-initialised: an untrained decoder outputs the mean token
 
     # --- normalisation -------------------------------------------------------------------------------------
-    @torch.no_grad()
     def set_token_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-dim token statistics (D,) from the training set."""
-        self.token_mean.copy_(mean.float())
-        self.token_std.copy_(std.float().clamp_min(1e-6))
+        self.tokens.set(mean, std)
+
+    @property
+    def token_mean(self) -> torch.Tensor:
+        return self.tokens.mean
+
+    @property
+    def token_std(self) -> torch.Tensor:
+        return self.tokens.std
 
     def normalise(self, s: torch.Tensor) -> torch.Tensor:
-        return (s - self.token_mean) / self.token_std
+        return self.tokens(s)
 
     def denormalise(self, s: torch.Tensor) -> torch.Tensor:
-        return s * self.token_std + self.token_mean
+        return self.tokens.inverse(s)
 
     # --- model ---------------------------------------------------------------------------------------------
     def encode_normalised(self, s_t_n: torch.Tensor, s_th_n: torch.Tensor) -> torch.Tensor:
@@ -112,7 +118,7 @@ class ResidualLatentActionAutoencoder(nn.Module):
         x = torch.cat([zt, st], dim=1)  # (B, K+N, W)
         for blk in self.dec_blocks:
             x = blk(x)
-        out = self.dec_out(self.dec_norm(x[:, K:]))  # (B, N, D)
+        out = self.dec_out(x[:, K:], s_t_n)  # (B, N, D)
         return s_t_n + out if self.config.decoder_skip else out
 
     def encode(self, s_t: torch.Tensor, s_th: torch.Tensor) -> torch.Tensor:
@@ -141,8 +147,8 @@ class ResidualLatentActionAutoencoder(nn.Module):
         loss = self.config.l1_weight * l1 + self.config.mse_weight * mse
         with torch.no_grad():
             copy_l1 = F.l1_loss(s_t_n, s_th_n)
-        return loss, {"loss": float(loss.detach()), "l1": float(l1.detach()), "mse": float(mse.detach()),
-                      "copy_l1": float(copy_l1)}
+        # detached tensors, not floats: .item() here would sync a GPU every step (the trainer converts when it logs)
+        return loss, {"loss": loss.detach(), "l1": l1.detach(), "mse": mse.detach(), "copy_l1": copy_l1}
 
 
 def rla_loss(model: ResidualLatentActionAutoencoder, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -152,8 +158,3 @@ def rla_loss(model: ResidualLatentActionAutoencoder, batch: dict) -> tuple[torch
     pred, _ = model(s_t, s_th)
     return m.loss_from_prediction(pred, s_t, s_th)
 
-
-def token_stats(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dim mean/std over all leading dims of tokens (..., D) -> ((D,), (D,))."""
-    flat = tokens.reshape(-1, tokens.shape[-1]).double()
-    return flat.mean(0).float(), flat.std(0).float().clamp_min(1e-6)

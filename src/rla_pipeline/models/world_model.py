@@ -17,7 +17,8 @@ Every model here implements
   self-attention blocks, s_{t+h} predicted directly with an MSE loss.
 - ``AbsoluteFlowWorldModel``: the same conditioning transformer and action token as RLA-WM, but flow matching on the
   absolute (normalised) next-state tokens (B, N, D) instead of on z.
-Tokens are normalised with per-dim mean/std buffers, actions with per-dim mean/std buffers (dataset stats).
+Tokens and actions are normalised with per-dim dataset statistics (``models.normalise.Normaliser``). Every token
+output goes through ``blocks.TokenReadout`` (see there), so no model is confined to a width-dim subspace of the token.
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rla_pipeline.models.blocks import MLP, Block, PositionEmbedding, timestep_embedding
-from rla_pipeline.models.flow import SIGMA_MIN, euler_sample, interpolate, sample_time
+from rla_pipeline.models.blocks import Block, PositionEmbedding, TokenReadout, timestep_embedding
+from rla_pipeline.models.flow import euler_sample, flow_matching_loss
+from rla_pipeline.models.normalise import Normaliser
 from rla_pipeline.models.registry import register_model
 from rla_pipeline.models.rla import RLAConfig, ResidualLatentActionAutoencoder
 from rla_pipeline.utils.config import from_dict
@@ -157,17 +159,14 @@ class FlowTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(W, c.heads, c.mlp_ratio, cross=True, context_width=W, cond_dim=W) for _ in range(c.flow_depth)
         )
-        self.norm = nn.LayerNorm(W)
-        self.out = nn.Linear(W, in_dim)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = TokenReadout(W, in_dim)  # zero-initialised; gated on x_t: the velocity outside the data is x_t / t
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, action_token: torch.Tensor) -> torch.Tensor:
         c = self.time_mlp(timestep_embedding(t, self.inp.out_features)) + action_token  # (B, W)
         x = self.pos(self.inp(x_t))  # (B, T, W)
         for blk in self.blocks:
             x = blk(x, context=cond, c=c)
-        return self.out(self.norm(x))  # (B, T, Din)
+        return self.out(x, x_t)  # (B, T, Din)
 
 
 class _WorldModelBase(nn.Module):
@@ -180,10 +179,8 @@ class _WorldModelBase(nn.Module):
         if isinstance(config, dict):
             config = WorldModelConfig.from_dict(config)
         self.config = c = config
-        self.register_buffer("token_mean", torch.zeros(c.token_dim))
-        self.register_buffer("token_std", torch.ones(c.token_dim))
-        self.register_buffer("action_mean", torch.zeros(c.action_dim))
-        self.register_buffer("action_std", torch.ones(c.action_dim))
+        self.tokens = Normaliser(c.token_dim)
+        self.actions = Normaliser(c.action_dim)
         self.action_encoder = ActionEncoder(c.action_dim, c.action_embed_dim, c.width, c.robots)
         self._robot: str | None = None  # the robot of calls that name none (see for_robot)
 
@@ -225,27 +222,31 @@ class _WorldModelBase(nn.Module):
             robot = self.robot_ids([robot]).expand(batch)
         return torch.as_tensor(robot, device=device).long()
 
-    @torch.no_grad()
     def set_stats(self, token_mean=None, token_std=None, action_mean=None, action_std=None) -> None:
-        """Dataset statistics: tokens (D,), actions (A,)."""
-        for name, v in (("token_mean", token_mean), ("token_std", token_std),
-                        ("action_mean", action_mean), ("action_std", action_std)):
-            if v is not None:
-                v = torch.as_tensor(v, dtype=torch.float32)
-                getattr(self, name).copy_(v.clamp_min(1e-6) if name.endswith("std") else v)
+        """Dataset statistics: tokens (D,), actions (A,); None keeps the current value."""
+        self.tokens.set(token_mean, token_std)
+        self.actions.set(action_mean, action_std)
+
+    @property
+    def token_mean(self) -> torch.Tensor:
+        return self.tokens.mean
+
+    @property
+    def token_std(self) -> torch.Tensor:
+        return self.tokens.std
 
     def normalise(self, s: torch.Tensor) -> torch.Tensor:
-        return (s - self.token_mean) / self.token_std
+        return self.tokens(s)
 
     def denormalise(self, s: torch.Tensor) -> torch.Tensor:
-        return s * self.token_std + self.token_mean
+        return self.tokens.inverse(s)
 
     def action_token(self, actions: torch.Tensor, mask: torch.Tensor, robot=None) -> torch.Tensor:
         """``robot``: (B,) indices into ``robots``, one name, or None (the ``for_robot`` one / the only one)."""
         narrow = self.config.action_dim - actions.shape[-1]
         if narrow > 0:  # a robot's own (narrower) actions: zero-pad like the training data
             actions = F.pad(actions, (0, narrow))
-        a = (actions.float() - self.action_mean) / self.action_std  # (B, H, A)
+        a = self.actions(actions.float())  # (B, H, A)
         idx = self._robot_index(robot, a.shape[0], a.device)
         return self.action_encoder(a * mask[..., None].to(a.dtype), mask.bool(), idx)  # (B, W)
 
@@ -297,10 +298,8 @@ class RLAWorldModel(_WorldModelBase):
             x0 = self.rla.encode(s_t, s_th) / self.config.z_scale  # (B, K, d)
         a = self.action_token(actions, action_mask, robot)  # (B, W)
         cond = self.cond(self.normalise(s_t), a)  # (B, N, W)
-        t = sample_time(x0.shape[0], device=x0.device)
-        x_t, target = interpolate(x0, torch.randn_like(x0), t, SIGMA_MIN)
-        loss = F.mse_loss(self.flow(x_t, t, cond, a), target)
-        return loss, {"loss": float(loss.detach())}
+        loss = flow_matching_loss(lambda x_t, t: self.flow(x_t, t, cond, a), x0)
+        return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def sample_z(self, s_t, actions, action_mask, generator=None, steps: int | None = None, robot=None
@@ -328,10 +327,7 @@ class DeterministicWorldModel(_WorldModelBase):
         self.inp = nn.Linear(c.token_dim + c.width, c.width)
         self.pos = PositionEmbedding(c.num_tokens, c.width)
         self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio) for _ in range(c.depth))
-        self.norm = nn.LayerNorm(c.width)
-        self.out = nn.Linear(c.width, c.token_dim)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = TokenReadout(c.width, c.token_dim)  # zero-initialised, gated on s_t
 
     def _predict_normalised(self, s_t, actions, action_mask, robot=None):
         s_n = self.normalise(s_t)  # (B, N, D)
@@ -340,12 +336,12 @@ class DeterministicWorldModel(_WorldModelBase):
         x = self.pos(self.inp(x))
         for blk in self.blocks:
             x = blk(x)
-        out = self.out(self.norm(x))  # (B, N, D)
+        out = self.out(x, s_n)  # (B, N, D)
         return s_n + out if self.config.predict_residual else out
 
     def forward(self, s_t, actions, action_mask, s_th, robot=None):
         loss = F.mse_loss(self._predict_normalised(s_t, actions, action_mask, robot), self.normalise(s_th))
-        return loss, {"loss": float(loss.detach())}
+        return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def predict_next(self, s_t, actions, action_mask, generator=None, robot=None):
@@ -366,10 +362,8 @@ class AbsoluteFlowWorldModel(_WorldModelBase):
         x0 = self.normalise(s_th)  # (B, N, D)
         a = self.action_token(actions, action_mask, robot)
         cond = self.cond(self.normalise(s_t), a)
-        t = sample_time(x0.shape[0], device=x0.device)
-        x_t, target = interpolate(x0, torch.randn_like(x0), t, SIGMA_MIN)
-        loss = F.mse_loss(self.flow(x_t, t, cond, a), target)
-        return loss, {"loss": float(loss.detach())}
+        loss = flow_matching_loss(lambda x_t, t: self.flow(x_t, t, cond, a), x0)
+        return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def predict_next(self, s_t, actions, action_mask, generator=None, robot=None):

@@ -1,4 +1,6 @@
-"""The node every pipeline starts with: all parameter blocks built into their typed configs (``stages.config``).
+"""The node the stage pipelines start with: all parameter blocks built into typed configs (``stages.config``).
+
+(ingestion and features build their one config in their first node already.)
 
 It takes Kedro's whole ``parameters`` and outputs nothing; being ready at once and named ``check_parameters``, the
 sequential runner runs it first, so a typo fails the run before any stage works. Pipelines that share it (``wmrl``)

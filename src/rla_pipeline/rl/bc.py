@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 
 from dataclasses import dataclass
 from typing import Sequence
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.hashing import nested_digest
 
 
 @dataclass
@@ -65,7 +65,7 @@ def resize_frames(frames: np.ndarray, size: int, masks: np.ndarray | None = None
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-def action_chunks(actions: np.ndarray, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def sliding_action_chunks(actions: np.ndarray, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """actions (T,A) -> chunks (T,H,A) with a_{t..t+H-1} (zero-padded past the end) and mask (T,H)."""
     a = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
     T, A = a.shape
@@ -82,32 +82,6 @@ def latent_targets(rla, tokens: np.ndarray | torch.Tensor, h: int, batch: int = 
     nxt = torch.clamp(torch.arange(T) + h, max=T - 1)
     out = [rla.encode(s[i:i + batch], s[nxt[i:i + batch]]) for i in range(0, T, batch)]
     return torch.cat(out, 0).float()
-
-
-def _arrays_fingerprint(*groups) -> str:
-    """sha256 (16 hex) over every array in ``groups`` (nested lists/dicts of arrays, tensors or scalars)."""
-    h = hashlib.sha256()
-
-    def feed(x):
-        if x is None:
-            h.update(b"none")
-        elif isinstance(x, dict):
-            for k in sorted(x):
-                h.update(str(k).encode())
-                feed(x[k])
-        elif isinstance(x, (list, tuple)):
-            for v in x:
-                feed(v)
-        elif isinstance(x, torch.Tensor):
-            h.update(x.detach().float().cpu().contiguous().numpy().tobytes())
-        elif isinstance(x, np.ndarray):
-            h.update(np.ascontiguousarray(x).tobytes())
-        else:
-            h.update(repr(x).encode())
-
-    for g in groups:
-        feed(g)
-    return h.hexdigest()[:16]
 
 
 class ImageChunkDataset(Dataset):
@@ -129,12 +103,12 @@ class ImageChunkDataset(Dataset):
             T = ep["frames"].shape[0]
             e = {"frames": ep["frames"], "task": int(ep.get("task", 0)), "T": T}
             if ep.get("actions") is not None:
-                e["chunks"], e["mask"] = action_chunks(ep["actions"][:, :action_dim], chunk)
+                e["chunks"], e["mask"] = sliding_action_chunks(ep["actions"][:, :action_dim], chunk)
             e["z"] = None if ep.get("z") is None else torch.as_tensor(ep["z"], dtype=torch.float32)
             e["proprio"] = None if ep.get("proprio") is None else torch.as_tensor(ep["proprio"], dtype=torch.float32)
             self.episodes.append(e)
         self.chunk, self.action_dim, self.proprio_dim = chunk, action_dim, proprio_dim
-        self.fingerprint = _arrays_fingerprint(
+        self.fingerprint = nested_digest(
             episodes, [chunk, action_dim, stride, labelled_fraction, latent_shape, proprio_dim])
         self.latent_shape = latent_shape or (1, 1)
         lab = [(i, t) for i, e in enumerate(self.episodes) if "chunks" in e for t in range(0, e["T"], stride)]
@@ -232,10 +206,10 @@ class TokenChunkDataset(Dataset):
     def __init__(self, token_seqs: list, actions: list[np.ndarray], tasks: list[int], chunk: int, action_dim: int,
                  stride: int = 1):
         self.tokens = token_seqs
-        self.chunks = [action_chunks(a[:, :action_dim], chunk) for a in actions]
+        self.chunks = [sliding_action_chunks(a[:, :action_dim], chunk) for a in actions]
         self.tasks = tasks
         self.items = [(i, t) for i, seq in enumerate(token_seqs) for t in range(0, min(len(seq), len(actions[i])), stride)]
-        self.fingerprint = _arrays_fingerprint([np.asarray(t) for t in token_seqs], actions, tasks, [chunk, action_dim, stride])
+        self.fingerprint = nested_digest([np.asarray(t) for t in token_seqs], actions, tasks, [chunk, action_dim, stride])
 
     def __len__(self) -> int:
         return len(self.items)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from rla_pipeline.evaluation.metrics import token_l1
 from rla_pipeline.utils.config import from_dict
 
 REWARD_MODES = ("goal", "corresponding")
@@ -56,11 +57,6 @@ class ImaginedEnvConfig:
                              "calibrate_success_threshold)")
         if self.action_high <= self.action_low:
             raise ValueError("ImaginedEnvConfig: action_high must be > action_low")
-
-
-def token_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference per sample: (B,N,D), (B,N,D) -> (B,)."""
-    return (a.float() - b.float()).abs().flatten(1).mean(dim=1)
 
 
 @dataclass

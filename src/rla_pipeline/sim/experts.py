@@ -31,6 +31,22 @@ def tcp_position(env) -> np.ndarray:
     return _np(env.unwrapped.agent.tcp.pose.p)
 
 
+def _world_to_base_xy(env, delta: np.ndarray) -> np.ndarray:
+    """Express a world-frame xyz delta in the robot base frame, which ``pd_ee_delta_pos`` actions use.
+
+    The base only ever turns about z here (RollBall's Panda faces -y, every other task's faces +x); for an
+    unrotated base the delta is returned unchanged (bit-identical actions for the older tasks).
+    """
+    q = _np(env.unwrapped.agent.robot.pose.q)  # wxyz
+    yaw = 2.0 * np.arctan2(q[3], q[0])
+    if abs(np.sin(yaw)) < 1e-6 and np.cos(yaw) > 0:
+        return delta
+    c, s = np.cos(yaw), np.sin(yaw)
+    out = delta.copy()
+    out[0], out[1] = c * delta[0] + s * delta[1], -s * delta[0] + c * delta[1]
+    return out
+
+
 def _has_gripper(env) -> bool:
     return env.action_dim == 4
 
@@ -65,7 +81,7 @@ class ScriptedPolicy:
         if norm > limit:
             delta = delta * (limit / norm)
         action = np.zeros(env.action_dim, dtype=np.float64)
-        action[:3] = delta / EE_DELTA_SCALE
+        action[:3] = _world_to_base_xy(env, delta) / EE_DELTA_SCALE
         if self.noise > 0:
             action[:3] += self.noise * self.rng.normal(size=3)
         if _has_gripper(env):
@@ -183,6 +199,262 @@ class PokeCubeExpert(ScriptedPolicy):
         return self._goto(env, tcp, speed=0.0)  # hold still: success needs a static robot
 
 
+class RollBallExpert(ScriptedPolicy):
+    """RollBall: grasp the ball, swing it along the ball->goal line and let go at speed: it rolls into the goal.
+
+    The goal is 1.2-1.7 m away, far outside the Panda's reach, so the ball has to roll there; success needs the
+    ball's centre within 10 cm of the goal's once (the episode ends there), so rolling through counts. Pushing
+    with the closed hand does not aim: a flat finger face sends the ball along the face's normal (always about
+    -y, the orientation is fixed in ``pd_ee_delta_pos``), whatever the hand's direction. The ball (7 cm) fits
+    the open gripper (8 cm), so the hand grasps it, accelerates along the aimed direction and opens: the ball
+    leaves with the hand's velocity. Contact is light, so the straight line holds within a few degrees.
+    """
+
+    hover_z = 0.10  # the hand clears the ball (top at 7 cm); higher points near the base are IK-singular
+    grasp_z = 0.035  # the ball's centre
+    carry_z = 0.04  # barely off the table while accelerating (no rolling friction on the way)
+    accel_steps = 8
+    launch_x = (-0.25, 0.05)  # world x range of the launch spot (the robot base is at x = -0.1)
+    launch_y = 0.7  # near the base: the arm has ~0.4 m of run-up before the edge of its reach (y ~ 0.3 at this height)
+    release_speed = 0.1  # commanded metres per step at release (the PD arm lags: the ball leaves at ~1 m/s)
+    max_speed = 0.07
+
+    def reset(self, env) -> None:
+        super().reset(env)
+        self.dir = None
+
+    def act(self, env) -> np.ndarray:
+        u = env.unwrapped
+        ball = _np(u.ball.pose.p)
+        goal = _np(u.goal_region.pose.p)
+        tcp = tcp_position(env)
+        if self.phase == 0:  # above the ball, gripper open
+            self.gripper = GRIPPER_OPEN
+            target = np.r_[ball[:2], self.hover_z]
+            if np.linalg.norm(tcp - target) < 0.01:
+                self._next_phase()
+            return self._goto(env, target)
+        if self.phase == 1:  # down around the ball
+            if tcp[2] < self.grasp_z + 0.005:
+                self._next_phase()
+            return self._goto(env, np.r_[ball[:2], self.grasp_z])
+        if self.phase == 2:  # close on it
+            self.gripper = GRIPPER_CLOSED
+            if self._phase_steps >= 4:
+                self.start = ball.copy()
+                self._next_phase()
+            return self._goto(env, np.r_[ball[:2], self.grasp_z], speed=0.0)
+        if self.phase == 3:  # carry it back to a launch spot near the base: launched from where it
+            # lies, the arm reaches the edge of its workspace while accelerating and stalls before the release
+            spot = np.r_[np.clip(self.start[0], *self.launch_x), self.launch_y, self.carry_z]
+            if np.linalg.norm(tcp - spot) < 0.015:
+                self._next_phase()
+            return self._goto(env, spot)
+        if self.phase == 4:  # aim from where the ball is now, accelerate along the ball->goal line
+            if self.dir is None:
+                d = goal[:2] - ball[:2]
+                self.dir = d / max(np.linalg.norm(d), 1e-6)
+                self.line_from = tcp[:2].copy()
+            speed = self.release_speed * min(1.0, (self._phase_steps + 1) / self.accel_steps)
+            if self._phase_steps >= self.accel_steps:
+                self._next_phase()
+            # stay on the launch line: the arm's own drift (towards the base's axis) would bend the shot
+            rel = tcp[:2] - self.line_from
+            lateral = rel - np.dot(rel, self.dir) * self.dir
+            return self._goto(env, np.r_[tcp[:2] + self.dir * speed - lateral, self.carry_z], speed=speed)
+        if self.phase == 5:  # let go while still moving at release speed, then stop
+            self.gripper = GRIPPER_OPEN
+            if self._phase_steps < 3:
+                return self._goto(env, np.r_[tcp[:2] + self.dir * self.release_speed, self.carry_z],
+                                  speed=self.release_speed)
+        return self._goto(env, np.r_[tcp[:2], self.hover_z], speed=0.02)  # lift clear and wait
+
+
+class PullCubeToolExpert(ScriptedPolicy):
+    """PullCubeTool: grasp the L-tool's handle, lift it over the cube, drop the hook behind the cube, pull it in.
+
+    The tool's frame sits at the handle's near end, the handle runs along +x (0..0.20 m, 5 cm wide) and the hook
+    occupies x in [0.15, 0.20], y in [0, 0.10] of the tool frame. The Panda's closing axis is world y, so the
+    hand grasps the handle across its width ``grasp_x`` from its end. The hook goes down with its inner face
+    ``hook_gap`` behind the cube and the cube between handle and hook tip, then the hand pulls towards the base
+    until the cube is ``pull_to`` m from it (success: < 0.6 m).
+    """
+
+    hover_z = 0.10
+    grasp_z = 0.025
+    lift_z = 0.10  # tool bottom (2.5 cm below its centre) clears the 4 cm cube with margin for a slight tilt
+    carry_z = 0.027
+    grasp_x = 0.10  # near the tool's centre of mass (x ~ 0.14): a grasp at the far end lets the hook droop
+    hook_gap = 0.012
+    pull_to = 0.5
+    max_speed = 0.05
+
+    def act(self, env) -> np.ndarray:
+        u = env.unwrapped
+        tool = _np(u.l_shape_tool.pose.p)
+        cube = _np(u.cube.pose.p)
+        tcp = tcp_position(env)
+        base = _np(u.agent.robot.get_links()[0].pose.p)
+        grasp = np.r_[tool[0] + self.grasp_x, tool[1]]
+        if self.phase == 0:  # above the handle, gripper open
+            self.gripper = GRIPPER_OPEN
+            target = np.r_[grasp, self.hover_z]
+            if np.linalg.norm(tcp[:2] - target[:2]) < 0.008:
+                self._next_phase()
+            return self._goto(env, target)
+        if self.phase == 1:  # down to the handle
+            if tcp[2] < self.grasp_z + 0.006:
+                self._next_phase()
+            return self._goto(env, np.r_[grasp, self.grasp_z])
+        if self.phase == 2:  # close and wait
+            self.gripper = GRIPPER_CLOSED
+            if self._phase_steps >= 4:
+                self.hold = tcp - tool  # hand position in the tool frame (the tool keeps its orientation)
+                self._next_phase()
+            return self._goto(env, np.r_[grasp, self.grasp_z], speed=0.0)
+        self.gripper = GRIPPER_CLOSED
+        offset = tcp - tool  # live grasp offset (the tool may slip a little in the hand)
+        # tool origin that puts the hook's inner face behind the cube and the cube mid-way across the hook
+        tool_target = np.r_[cube[0] + float(u.cube_half_size) + self.hook_gap - (u.handle_length - u.hook_length),
+                            cube[1] - 0.0625]
+        hand_target = tool_target + offset[:2]
+        if self.phase == 3:  # lift the tool
+            if tcp[2] > self.lift_z - 0.01:
+                self._next_phase()
+            return self._goto(env, np.r_[tcp[:2], self.lift_z])
+        if self.phase == 4:  # carry it over: hook beyond the cube
+            if np.linalg.norm(tool[:2] - tool_target) < 0.01:
+                self._next_phase()
+            return self._goto(env, np.r_[hand_target, self.lift_z])
+        if self.phase == 5:  # lower the hook behind the cube
+            if tcp[2] < self.carry_z + 0.008:
+                self._next_phase()
+            return self._goto(env, np.r_[hand_target, self.carry_z])
+        # pull towards the base until the cube is well inside the success radius
+        if np.linalg.norm(cube[:2] - base[:2]) < self.pull_to:
+            return self._goto(env, tcp, speed=0.0)
+        to_base = base[:2] - cube[:2]
+        to_base /= max(np.linalg.norm(to_base), 1e-6)
+        return self._goto(env, np.r_[tcp[:2] + to_base * 0.04, self.carry_z], speed=0.03)
+
+
+def _tee_edges(step: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Contact points (N, 2) on the outside of PushT's tee and their outward normals (N, 2), tee frame (COM).
+
+    The tee (ManiSkill's ``create_tee``): a bar x in [-0.1, 0.1], y in [-0.0625, -0.0125] and a stem
+    x in [-0.025, 0.025], y in [-0.0125, 0.1375], origin at the centre of mass.
+    """
+    pts, nrm = [], []
+
+    def seg(a, b, n):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        k = max(2, int(np.linalg.norm(b - a) / step) + 1)
+        for t in np.linspace(0.1, 0.9, k):  # stay off the corners (the stick would slip past them)
+            pts.append(a + t * (b - a))
+            nrm.append(n)
+
+    seg((-0.1, -0.0625), (0.1, -0.0625), (0, -1))  # bar, far side
+    seg((-0.1, -0.0125), (-0.025, -0.0125), (0, 1))  # bar, stem side (left)
+    seg((0.025, -0.0125), (0.1, -0.0125), (0, 1))  # bar, stem side (right)
+    seg((-0.1, -0.0625), (-0.1, -0.0125), (-1, 0))  # bar ends
+    seg((0.1, -0.0625), (0.1, -0.0125), (1, 0))
+    seg((-0.025, -0.0125), (-0.025, 0.1375), (-1, 0))  # stem sides
+    seg((0.025, -0.0125), (0.025, 0.1375), (1, 0))
+    seg((-0.025, 0.1375), (0.025, 0.1375), (0, 1))  # stem end
+    return np.asarray(pts), np.asarray(nrm, dtype=float)
+
+
+def _rot(theta: float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def _z_angle(q: np.ndarray) -> float:
+    """Yaw of a wxyz quaternion that only rotates about z."""
+    return float(2.0 * np.arctan2(q[3], q[0]))
+
+
+class PushTExpert(ScriptedPolicy):
+    """PushT (panda_stick): greedy pushes that shrink the tee's pose error, re-planned after every push.
+
+    Each push: pick, among contact points on the tee's outline, the one whose quasi-static effect (a push along
+    the inward normal moves the tee along it and turns it by the torque about the centre of mass) best matches
+    the remaining error (translation to the goal and rotation, weighted ``turn_weight`` m/rad); lift the stick,
+    go to ``approach`` behind the point, lower it, push ``push_len`` (shorter as the error shrinks), repeat.
+    Success (ManiSkill) is >= 90 % overlap of the tee with the goal tee.
+    """
+
+    lift_z = 0.055  # the tee is 4 cm high
+    push_z = 0.02
+    approach = 0.02
+    turn_weight = 0.12
+    gyration = 0.06  # ~radius of gyration of the tee (m): torque -> rotation scale
+    push_speed = 0.035
+    max_speed = 0.07
+
+    def reset(self, env) -> None:
+        super().reset(env)
+        self.points, self.normals = _tee_edges()
+        self.plan = None
+
+    def _errors(self, env) -> tuple[np.ndarray, float, np.ndarray, float]:
+        u = env.unwrapped
+        tee_p, tee_th = _np(u.tee.pose.p)[:2], _z_angle(_np(u.tee.pose.q))
+        goal_p, goal_th = _np(u.goal_tee.pose.p)[:2], _z_angle(_np(u.goal_tee.pose.q))
+        e_th = float(np.arctan2(np.sin(goal_th - tee_th), np.cos(goal_th - tee_th)))
+        return tee_p, tee_th, goal_p - tee_p, e_th
+
+    def _choose_push(self, env) -> dict:
+        tee_p, tee_th, e_p, e_th = self._errors(env)
+        r = _rot(tee_th)
+        c = self.points @ r.T  # contact points relative to the COM, world axes
+        f = -(self.normals @ r.T)  # push directions (into the tee)
+        torque = c[:, 0] * f[:, 1] - c[:, 1] * f[:, 0]
+        twist = np.c_[f, torque / self.gyration * self.turn_weight]  # predicted (dx, dy, w*dtheta) per metre
+        want = np.r_[e_p, self.turn_weight * e_th]
+        score = twist @ want / (np.linalg.norm(twist, axis=1) * max(np.linalg.norm(want), 1e-9))
+        i = int(np.argmax(score))
+        err = float(np.linalg.norm(want))
+        length = float(np.clip(err * 0.8, 0.01, 0.06))
+        contact = tee_p + c[i]
+        return {"contact": contact, "dir": f[i], "len": length, "start": contact - f[i] * self.approach}
+
+    def act(self, env) -> np.ndarray:
+        tcp = tcp_position(env)
+        if env.success():
+            return self._goto(env, tcp, speed=0.0)
+        if self.plan is None:
+            self.plan = self._choose_push(env)
+            self.stage = "lift" if tcp[2] < self.lift_z - 0.01 and self.t > 0 else "move"
+            self.pushed = 0.0
+        p = self.plan
+        if self.stage == "lift":
+            if tcp[2] > self.lift_z - 0.01:
+                self.stage = "move"
+            return self._goto(env, np.r_[tcp[:2], self.lift_z])
+        if self.stage == "move":
+            target = np.r_[p["start"], self.lift_z]
+            if np.linalg.norm(tcp[:2] - target[:2]) < 0.008:
+                self.stage = "lower"
+            return self._goto(env, target)
+        if self.stage == "lower":
+            if tcp[2] < self.push_z + 0.006:
+                self.stage = "push"
+                self.push_from = tcp[:2].copy()
+                self._phase_steps = 0
+            return self._goto(env, np.r_[p["start"], self.push_z])
+        # push along the chosen direction for approach + length, then re-plan (the stick stays down if the
+        # next push starts close by; it is lifted otherwise)
+        travelled = float(np.dot(tcp[:2] - self.push_from, p["dir"]))
+        if travelled >= self.approach + p["len"] or self._phase_steps > 12:
+            nxt = self._choose_push(env)
+            self.plan = nxt
+            self.pushed = 0.0
+            self.stage = "move" if np.linalg.norm(nxt["start"] - tcp[:2]) < 0.03 else "lift"
+            return self._goto(env, np.r_[tcp[:2], self.lift_z] if self.stage == "lift" else tcp)
+        return self._goto(env, np.r_[tcp[:2] + p["dir"] * 0.05, self.push_z], speed=self.push_speed)
+
+
 class PlayPolicy(ScriptedPolicy):
     """Exploration that touches things: random waypoints around a task object, random gripper, noisy motion.
 
@@ -231,7 +503,12 @@ _EXPERTS = {
     "PushCube-v1": PushToGoalExpert,
     "PullCube-v1": PushToGoalExpert,
     "PokeCube-v1": PokeCubeExpert,
+    "RollBall-v1": RollBallExpert,
+    "PullCubeTool-v1": PullCubeToolExpert,
 }
+#: Experts below their success bar: only ``make_expert(task, experimental=True)`` returns them (benchmarks, tests),
+#: so demo generation does not spend its attempts on them.
+_EXPERIMENTAL = {"PushT-v1": PushTExpert}
 
 
 def expert_tasks() -> tuple[str, ...]:
@@ -239,17 +516,24 @@ def expert_tasks() -> tuple[str, ...]:
     return tuple(_EXPERTS)
 
 
-def make_expert(task: str, noise: float = 0.0, rng: np.random.Generator | None = None, play: bool = False):
+def make_expert(task: str, noise: float = 0.0, rng: np.random.Generator | None = None, play: bool = False,
+                experimental: bool = False):
     """Scripted expert for ``task`` (or the play policy when ``play``); ``noise`` = std of action noise.
 
+    ``experimental`` also allows experts below their success bar (PushT-v1, see docs/simulation.md).
+
     Raises:
-        NotImplementedError: no scripted expert for ``task`` (e.g. PushT-v1, RollBall-v1, PullCubeTool-v1).
+        NotImplementedError: no (usable) scripted expert for ``task``.
     """
     if play:
         return PlayPolicy(task, noise=noise, rng=rng)
+    if experimental and task in _EXPERIMENTAL:
+        return _EXPERIMENTAL[task](task, noise=noise, rng=rng)
     if task not in _EXPERTS:
+        hint = " (an experimental one exists: make_expert(..., experimental=True))" if task in _EXPERIMENTAL else ""
         raise NotImplementedError(
-            f"no scripted expert for {task!r} yet (available: {sorted(_EXPERTS)}); play episodes work for any task"
+            f"no usable scripted expert for {task!r}{hint} (available: {sorted(_EXPERTS)}); play episodes work "
+            "for any task"
         )
     return _EXPERTS[task](task, noise=noise, rng=rng)
 

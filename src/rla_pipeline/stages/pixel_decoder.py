@@ -21,7 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from rla_pipeline.stages.rla import SplitConfig, episode_ids, sample_token_stats
+from rla_pipeline.stages.common import episode_ids, sample_token_stats
+from rla_pipeline.stages.rla import SplitConfig
 from rla_pipeline.stages.rla import split_episodes as rla_split_episodes
 from rla_pipeline.utils.config import from_dict
 

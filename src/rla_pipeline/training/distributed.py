@@ -118,3 +118,17 @@ def launch_local(entry: Callable[..., Any], args: tuple, nprocs: int, run_id: st
         start_method="spawn",
     )
     return elastic_launch(config, entry)(*args)
+
+
+_ALL_RANKS = "_rla_raised_on_all_ranks"
+
+
+def mark_raised_on_all_ranks(err: BaseException) -> BaseException:
+    """Mark ``err`` as raised by every rank at the same step (a NaN loss, a callback's error broadcast to all)."""
+    setattr(err, _ALL_RANKS, True)
+    return err
+
+
+def raised_on_all_ranks(err: BaseException) -> bool:
+    """True for errors marked by :func:`mark_raised_on_all_ranks`: a worker may exit cleanly, rank 0 reports it."""
+    return bool(getattr(err, _ALL_RANKS, False))

@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -113,18 +114,28 @@ def atomic_dir(final_dir: str | os.PathLike, replace: bool = True) -> Iterator[P
     _fsync_dir(final_dir.parent)
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> int:
-    """Delete leftovers of interrupted atomic writes directly under ``folder``; returns how many."""
+def remove_stale_temps(folder: str | os.PathLike, min_age_s: float = 0.0) -> int:
+    """Delete leftovers of interrupted atomic writes directly under ``folder``; returns how many.
+
+    ``min_age_s > 0`` spares younger leftovers: with several writer processes, a young temp file may be another
+    process's write in progress.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     n = 0
+    now = time.time()
     for p in folder.iterdir():
-        if p.name.startswith(TMP_PREFIX):
+        if not p.name.startswith(TMP_PREFIX):
+            continue
+        try:
+            if min_age_s > 0 and now - p.stat().st_mtime <= min_age_s:
+                continue
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-            n += 1
+                p.unlink()
+        except FileNotFoundError:  # another process finished or removed it meanwhile
+            continue
+        n += 1
     return n

@@ -1,7 +1,6 @@
 """Seeds and devices: one place that decides both, so the same seed gives the same numbers on the CPU."""
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
@@ -31,10 +30,3 @@ def resolve_device(device: str = "auto"):
         raise RuntimeError(f"device={device!r} was asked for but CUDA is not available on this machine")
     return dev
 
-
-def torch_generator(seed: int):
-    import torch
-
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g

@@ -33,10 +33,11 @@ import numpy as np
 import pandas as pd
 
 from rla_pipeline.episodes.format import Episode, EpisodeError, EpisodeMeta, EpisodeStore, make_steps
-from rla_pipeline.episodes.sources.video_decode import decode_at_times, file_digest
+from rla_pipeline.episodes.sources.video_decode import decode_at_times
 from rla_pipeline.episodes.sources.video_folder import SOURCE_ROW_COLUMNS, rows_frame
 from rla_pipeline.episodes.video import VideoError
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ class _Digests:
 
     def __call__(self, path: Path) -> str:
         if path not in self._cache:
-            self._cache[path] = file_digest(path)
+            self._cache[path] = sha256_file(path)
         return self._cache[path]
 
 

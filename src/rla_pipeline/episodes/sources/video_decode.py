@@ -15,7 +15,6 @@ Every failure raises :class:`~rla_pipeline.episodes.video.VideoError` naming the
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +34,6 @@ class DecodedVideo:
     rotation: int  # display rotation applied (counter-clockwise degrees)
     source_size: tuple[int, int]  # (height, width) of the stored pixels, before rotation
     source_fps: float  # container's average rate (0.0 when unknown)
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _quarter_turns(rotation: float | int | None) -> int:

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from rla_pipeline.episodes.format import Episode, EpisodeError, EpisodeMeta, EpisodeStore, make_steps
-from rla_pipeline.episodes.sources.video_decode import decode_upright, file_digest, resample_times
+from rla_pipeline.episodes.sources.video_decode import decode_upright, resample_times
 from rla_pipeline.episodes.video import VideoError
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.hashing import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def import_video_file(
     video: Path, rel: str, cfg: VideoFolderConfig, store: EpisodeStore, task: str, episode_id: str
 ) -> dict:
     """Import one file; returns its row (status "written" or "exists"); raises EpisodeError on bad input."""
-    digest = file_digest(video)
+    digest = sha256_file(video)
     settings = {k: getattr(cfg, k) for k in ("image_size", "fps", "camera", "max_frames", "min_frames")}
     recipe = hashlib.sha256(
         json.dumps({"v": IMPORTER_VERSION, "file": digest, "task": task, **settings}, sort_keys=True).encode()

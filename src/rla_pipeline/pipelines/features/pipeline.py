@@ -5,14 +5,12 @@ after this pipeline by taking ``feature_manifest`` as an input.
 """
 from kedro.pipeline import Node, Pipeline
 
-from rla_pipeline.pipelines.parameters_check import check_parameters_node
 from rla_pipeline.pipelines.features import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            check_parameters_node(),
             Node(
                 nodes.encode_episodes,
                 inputs=["feature_cache", "episodes", "episode_index", "params:features", "params:device"],

@@ -1,7 +1,6 @@
 """``ingestion``: simulate (demo, play, actionless) + import video folders and LeRobot datasets -> episode index."""
 from kedro.pipeline import Node, Pipeline
 
-from rla_pipeline.pipelines.parameters_check import check_parameters_node
 from rla_pipeline.pipelines.ingestion import nodes
 
 
@@ -9,7 +8,6 @@ def create_pipeline(**kwargs) -> Pipeline:
     sim_inputs = ["episodes", "params:ingestion", "params:tasks", "params:seed"]
     return Pipeline(
         [
-            check_parameters_node(),
             Node(nodes.simulate_demos, sim_inputs, "demo_attempts", name="simulate_demos"),
             Node(nodes.simulate_play, sim_inputs, "play_attempts", name="simulate_play"),
             Node(nodes.simulate_actionless, sim_inputs, "actionless_attempts", name="simulate_actionless"),

@@ -1,4 +1,6 @@
-"""Policies: shapes, save/load through the model registry, BC loss falls with the shared trainer, latent head trains."""
+"""``rl/bc.py``: action chunks, BC datasets and losses; the BC loss falls with the shared trainer, the latent head trains.
+
+Save/load of the policies is swept with every other model in ``tests/models/test_save_load.py``."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +8,7 @@ import pytest
 import torch
 
 from rla_pipeline.models.policy import BCResNetConfig, BCResNetPolicy, TokenPolicy, TokenPolicyConfig
-from rla_pipeline.rl.bc import BCLoss, ImageChunkDataset, TokenBCLoss, TokenChunkDataset, action_chunks
+from rla_pipeline.rl.bc import BCLoss, ImageChunkDataset, TokenBCLoss, TokenChunkDataset, sliding_action_chunks
 from rla_pipeline.training.trainer import TrainerConfig, train
 
 
@@ -32,8 +34,8 @@ def _trainer_cfg(name, steps, lr=1e-3):
                          checkpoint_every=1000, device="cpu", progress=False, schedule="constant")
 
 
-def test_action_chunks_pad_and_mask():
-    chunks, mask = action_chunks(np.arange(6, dtype=np.float32).reshape(3, 2), chunk=2)
+def test_sliding_action_chunks_pad_and_mask():
+    chunks, mask = sliding_action_chunks(np.arange(6, dtype=np.float32).reshape(3, 2), chunk=2)
     assert chunks.shape == (3, 2, 2) and mask.tolist() == [[True, True], [True, True], [True, False]]
     assert chunks[2, 1].tolist() == [0.0, 0.0] and chunks[1, 1].tolist() == [4.0, 5.0]
 
@@ -97,18 +99,3 @@ def test_token_policy_shapes_and_bc():
     before = float(TokenBCLoss()(policy.eval(), batch)[0])
     result = train(policy, TokenBCLoss(), ds, None, _trainer_cfg("token-bc-test", 60, lr=3e-3))
     assert float(TokenBCLoss()(result.model, batch)[0]) < 0.3 * before
-
-
-def test_policies_round_trip_through_torch_model_dataset(tmp_path):
-    from rla_pipeline.datasets.torch_model import TorchModelDataset
-
-    for model, x in [
-        (BCResNetPolicy(BCResNetConfig(image_size=32, action_dim=3, chunk=2, hidden=16, latent_tokens=2, latent_dim=2)),
-         torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8)),
-        (TokenPolicy(TokenPolicyConfig(num_tokens=4, token_dim=8, action_dim=3, chunk=2, hidden=16)), torch.randn(2, 4, 8)),
-    ]:
-        ds = TorchModelDataset(str(tmp_path / f"{type(model).__name__}.safetensors"))
-        ds.save(model.eval())
-        loaded = ds.load()
-        assert type(loaded) is type(model) and loaded.config == model.config
-        assert torch.allclose(loaded.act(x), model.act(x))

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from rla_pipeline.evaluation.metrics import (
-    action_chunks,
     eval_pairs,
     rla_reconstruction,
+    rollout_action_chunks,
     spearman,
     split_horizon,
     temporal_progression,
@@ -91,7 +91,7 @@ def test_horizon_chunks_and_action_windows():
     assert split_horizon(15, 10) == [10, 5]
     assert split_horizon(5, 10) == [5]
     acts = np.arange(20, dtype=np.float32)[:, None]
-    chunks, masks = action_chunks(acts, 3, [4, 2], max_actions=5)
+    chunks, masks = rollout_action_chunks(acts, 3, [4, 2], max_actions=5)
     assert chunks[0][:, 0].tolist() == [3, 4, 5, 6, 0] and masks[0].tolist() == [True] * 4 + [False]
     assert chunks[1][:2, 0].tolist() == [7, 8] and masks[1].sum() == 2
 
