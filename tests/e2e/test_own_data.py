@@ -77,8 +77,20 @@ def test_two_robots_and_videos_reach_the_world_model_report(own_data):
     table = pd.read_parquet(data / "08_reporting" / "wm_prediction_table.parquet")
     assert {"rla_wm", "deterministic", "absolute_flow", "copy"} <= set(table["model"])
     assert set(table["horizon"]) == {2, 5, 10} and table["token_l1"].notna().all()
+    assert set(table["robot"]) == {"arm7", "arm4"}  # one world model, evaluated per robot
     assert (data / "08_reporting" / "wm_prediction_plot.png").stat().st_size > 0
     html = (data / "08_reporting" / "report.html").read_text()
     assert "Future prediction" in html and "RLA autoencoder" in html
     assert "success tables not run" in log
     assert "mani_skill" not in log.lower()
+
+
+def test_the_world_model_has_an_action_mlp_per_robot(own_data):
+    from rla_pipeline.training.model_io import load_model
+
+    data, _ = own_data
+    for name in ("world_model", "wm_baseline_deterministic", "wm_baseline_absolute_flow"):
+        m = load_model(data / "06_models" / f"{name}.safetensors")
+        assert m.config.robots == {"arm4": 4, "arm7": 7} and m.config.action_dim == 7
+        with pytest.raises(ValueError, match="no action encoder for robot"):
+            m.robot_ids(["so100"])
