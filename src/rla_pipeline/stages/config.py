@@ -13,6 +13,7 @@ from rla_pipeline.evaluation.report import ReportConfig
 from rla_pipeline.features.config import FeaturesConfig
 from rla_pipeline.stages.bc import ActionlessBCConfig
 from rla_pipeline.stages.evaluation import EvaluationConfig
+from rla_pipeline.stages.pixel_decoder import PixelDecoderParams
 from rla_pipeline.stages.rla import RLAStageConfig
 from rla_pipeline.stages.wmrl import WMRLConfig
 from rla_pipeline.stages.world_model import WorldModelStageConfig
@@ -30,6 +31,7 @@ STAGE_CONFIGS: dict[str, Any] = {
     "evaluation": EvaluationConfig,
     "report": ReportConfig,
     "tune": TuneConfig,
+    "pixel_decoder": PixelDecoderParams,  # conf/*/parameters_pixel_decoder.yml (without it every run stopped here)
 }
 # conf/<env>/parameters.yml: what every stage shares
 GLOBAL_PARAMETERS = ("seed", "device", "tasks", "checkpoint_root")
