@@ -32,9 +32,6 @@ def _conf(project_root: Path, tmp: Path, ingestion: dict) -> Path:
     (conf / "local").mkdir()
     env = conf / "owndata"
     shutil.copytree(project_root / "conf" / "test", env)
-    # integ's check_parameters does not know the pixel_decoder block yet (stages/config.py): leave it out here
-    for f in conf.glob("*/parameters_pixel_decoder.yml"):
-        f.unlink()
     test_ing = yaml.safe_load((env / "parameters_ingestion.yml").read_text())["ingestion"]
     (env / "parameters_ingestion.yml").write_text(yaml.safe_dump({"ingestion": {**test_ing, **ingestion}}))
     return conf
