@@ -22,6 +22,7 @@ output goes through ``blocks.TokenReadout`` (see there), so no model is confined
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -58,6 +59,9 @@ class WorldModelConfig:
     sample_steps: int = 30  # Euler steps at inference
     predict_residual: bool = False  # deterministic baseline: predict s_t + delta instead of s_{t+h} (DINO-WM: False)
     rla: RLAConfig = field(default_factory=RLAConfig)  # RLA-WM only: the frozen autoencoder's shape
+    # robot (EpisodeMeta.robot) -> its action width: one action MLP per robot to action_embed_dim, then the shared
+    # GRU (the paper's multi-robot world model); the data sets it. {}: one MLP of action_dim, no robot identity.
+    robots: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "WorldModelConfig":
@@ -73,25 +77,52 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.width {self.width} must be divisible by heads {self.heads}")
         if self.z_scale <= 0:
             raise ValueError("WorldModelConfig.z_scale must be > 0")
+        self.robots = {str(k): int(v) for k, v in dict(self.robots or {}).items()}
+        wide = {r: a for r, a in self.robots.items() if not 0 < a <= self.action_dim}
+        if wide:
+            raise ValueError(f"WorldModelConfig.robots {wide}: action widths must be in 1..action_dim={self.action_dim}")
+
+
+def _step_mlp(action_dim: int, embed: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(action_dim, embed), nn.GELU(), nn.Linear(embed, embed))
 
 
 class ActionEncoder(nn.Module):
-    """Action chunk (B, H, A) + mask (B, H) -> action token (B, W).
+    """Action chunk (B, H, A) + mask (B, H) [+ robot index (B,)] -> action token (B, W).
 
     MLP per step (to ``embed``), then a GRU over the chunk; the token is the GRU state at the last valid step, so
     padded steps after it cannot change it. An all-padded chunk gives a zero token.
-    (The paper has one MLP per robot; one robot/action space per model here.)
+    ``robots`` (name -> action width, as the paper): one step MLP per robot reading its first ``width`` action
+    columns (the rest is zero padding), the GRU shared; ``robot`` then indexes ``sorted(robots)``.
     """
 
-    def __init__(self, action_dim: int, embed: int, width: int):
+    def __init__(self, action_dim: int, embed: int, width: int, robots: dict[str, int] | None = None):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(action_dim, embed), nn.GELU(), nn.Linear(embed, embed))
+        self.robots = sorted(robots or {})
+        self.widths = [int(robots[r]) for r in self.robots] if robots else []
+        if self.robots:
+            self.mlps = nn.ModuleList(_step_mlp(a, embed) for a in self.widths)
+        else:  # the one-robot layout (state dicts from before per-robot encoders load unchanged)
+            self.mlp = _step_mlp(action_dim, embed)
+        self.embed = embed
         self.gru = nn.GRU(embed, width, batch_first=True)
 
-    def forward(self, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _embed(self, actions: torch.Tensor, robot: torch.Tensor | None) -> torch.Tensor:
+        if not self.robots:
+            return self.mlp(actions)
+        if robot is None:
+            raise ValueError(f"this action encoder has one MLP per robot {self.robots}: pass the robot index")
+        x = actions.new_zeros(*actions.shape[:2], self.embed)
+        for i, (mlp, a) in enumerate(zip(self.mlps, self.widths)):
+            sel = robot == i
+            if bool(sel.any()):
+                x[sel] = mlp(actions[sel][..., :a])
+        return x
+
+    def forward(self, actions: torch.Tensor, mask: torch.Tensor, robot: torch.Tensor | None = None) -> torch.Tensor:
         B, H, _ = actions.shape
         m = mask.to(actions.dtype)[..., None]  # (B, H, 1)
-        x = self.mlp(actions) * m  # (B, H, E)
+        x = self._embed(actions, robot) * m  # (B, H, E)
         out, _ = self.gru(x)  # (B, H, W)
         steps = torch.arange(1, H + 1, device=mask.device)
         last = (mask.long() * steps).max(dim=1).values  # (B,) 1-based index of the last valid step, 0 if none
@@ -150,7 +181,46 @@ class _WorldModelBase(nn.Module):
         self.config = c = config
         self.tokens = Normaliser(c.token_dim)
         self.actions = Normaliser(c.action_dim)
-        self.action_encoder = ActionEncoder(c.action_dim, c.action_embed_dim, c.width)
+        self.action_encoder = ActionEncoder(c.action_dim, c.action_embed_dim, c.width, c.robots)
+        self._robot: str | None = None  # the robot of calls that name none (see for_robot)
+
+    @property
+    def robots(self) -> list[str]:
+        """Robots with their own action MLP (sorted; the index order of ``robot`` tensors); [] = no identity."""
+        return sorted(self.config.robots)
+
+    def robot_ids(self, names) -> torch.Tensor:
+        """Robot names -> (B,) index tensor; a robot the model was not trained on raises a clear ValueError."""
+        known = self.robots
+        unknown = sorted({str(n) for n in names} - set(known))
+        if unknown:
+            raise ValueError(f"world model has no action encoder for robot(s) {unknown}: it was trained on robots "
+                             f"{known}. Add episodes of that robot (EpisodeMeta.robot) to the training data and "
+                             f"retrain the world models")
+        return torch.as_tensor([known.index(str(n)) for n in names], dtype=torch.long)
+
+    @contextmanager
+    def for_robot(self, name: str | None):
+        """Calls inside (predict_next, rollout, forward) act for robot ``name`` unless they pass ``robot``."""
+        if name is not None and self.config.robots:
+            self.robot_ids([name])  # unknown robot: the clear error now
+        old, self._robot = self._robot, name
+        try:
+            yield self
+        finally:
+            self._robot = old
+
+    def _robot_index(self, robot, batch: int, device) -> torch.Tensor | None:
+        if not self.config.robots:
+            return None
+        if robot is None:
+            if self._robot is None and len(self.robots) > 1:
+                raise ValueError(f"world model trained on several robots {self.robots}: say which one "
+                                 f"(robot=..., or `with model.for_robot(name):`)")
+            robot = self._robot or self.robots[0]
+        if isinstance(robot, str):
+            robot = self.robot_ids([robot]).expand(batch)
+        return torch.as_tensor(robot, device=device).long()
 
     def set_stats(self, token_mean=None, token_std=None, action_mean=None, action_std=None) -> None:
         """Dataset statistics: tokens (D,), actions (A,); None keeps the current value."""
@@ -171,20 +241,25 @@ class _WorldModelBase(nn.Module):
     def denormalise(self, s: torch.Tensor) -> torch.Tensor:
         return self.tokens.inverse(s)
 
-    def action_token(self, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def action_token(self, actions: torch.Tensor, mask: torch.Tensor, robot=None) -> torch.Tensor:
+        """``robot``: (B,) indices into ``robots``, one name, or None (the ``for_robot`` one / the only one)."""
+        narrow = self.config.action_dim - actions.shape[-1]
+        if narrow > 0:  # a robot's own (narrower) actions: zero-pad like the training data
+            actions = F.pad(actions, (0, narrow))
         a = self.actions(actions.float())  # (B, H, A)
-        return self.action_encoder(a * mask[..., None].to(a.dtype), mask.bool())  # (B, W)
+        idx = self._robot_index(robot, a.shape[0], a.device)
+        return self.action_encoder(a * mask[..., None].to(a.dtype), mask.bool(), idx)  # (B, W)
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        return self(batch["s_t"].float(), batch["actions"].float(), batch["action_mask"], batch["s_th"].float())
+        return world_model_loss(self, batch)
 
     @torch.no_grad()
     def rollout(self, s_0: torch.Tensor, action_chunks: list[torch.Tensor], masks: list[torch.Tensor],
-                generator: torch.Generator | None = None) -> list[torch.Tensor]:
+                generator: torch.Generator | None = None, robot=None) -> list[torch.Tensor]:
         """Autoregressive chunk by chunk: each prediction is the next chunk's s_t -> list of (B, N, D)."""
         s, out = s_0, []
         for a, m in zip(action_chunks, masks):
-            s = self.predict_next(s, a, m, generator=generator)
+            s = self.predict_next(s, a, m, generator=generator, robot=robot)
             out.append(s)
         return out
 
@@ -217,19 +292,20 @@ class RLAWorldModel(_WorldModelBase):
         self.rla.eval()  # frozen: never in training mode
         return self
 
-    def forward(self, s_t, actions, action_mask, s_th):
+    def forward(self, s_t, actions, action_mask, s_th, robot=None):
         """Flow-matching loss on z / z_scale with z = RLA encoder(s_t, s_{t+h}) (no gradient into the RLA)."""
         with torch.no_grad():
             x0 = self.rla.encode(s_t, s_th) / self.config.z_scale  # (B, K, d)
-        a = self.action_token(actions, action_mask)  # (B, W)
+        a = self.action_token(actions, action_mask, robot)  # (B, W)
         cond = self.cond(self.normalise(s_t), a)  # (B, N, W)
         loss = flow_matching_loss(lambda x_t, t: self.flow(x_t, t, cond, a), x0)
         return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
-    def sample_z(self, s_t, actions, action_mask, generator=None, steps: int | None = None) -> torch.Tensor:
+    def sample_z(self, s_t, actions, action_mask, generator=None, steps: int | None = None, robot=None
+                 ) -> torch.Tensor:
         """-> z (B, K, d) on the RLA's scale."""
-        a = self.action_token(actions, action_mask)
+        a = self.action_token(actions, action_mask, robot)
         cond = self.cond(self.normalise(s_t), a)
         K, d = self.config.rla.latent_tokens, self.config.rla.latent_dim
         noise = self._noise((s_t.shape[0], K, d), s_t, generator)
@@ -237,8 +313,8 @@ class RLAWorldModel(_WorldModelBase):
         return x * self.config.z_scale
 
     @torch.no_grad()
-    def predict_next(self, s_t, actions, action_mask, generator=None):
-        return self.rla.decode(s_t, self.sample_z(s_t, actions, action_mask, generator))
+    def predict_next(self, s_t, actions, action_mask, generator=None, robot=None):
+        return self.rla.decode(s_t, self.sample_z(s_t, actions, action_mask, generator, robot=robot))
 
 
 @register_model
@@ -253,9 +329,9 @@ class DeterministicWorldModel(_WorldModelBase):
         self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio) for _ in range(c.depth))
         self.out = TokenReadout(c.width, c.token_dim)  # zero-initialised, gated on s_t
 
-    def _predict_normalised(self, s_t, actions, action_mask):
+    def _predict_normalised(self, s_t, actions, action_mask, robot=None):
         s_n = self.normalise(s_t)  # (B, N, D)
-        a = self.action_token(actions, action_mask)  # (B, W)
+        a = self.action_token(actions, action_mask, robot)  # (B, W)
         x = torch.cat([s_n, a[:, None].expand(-1, s_n.shape[1], -1)], dim=-1)  # (B, N, D+W)
         x = self.pos(self.inp(x))
         for blk in self.blocks:
@@ -263,13 +339,13 @@ class DeterministicWorldModel(_WorldModelBase):
         out = self.out(x, s_n)  # (B, N, D)
         return s_n + out if self.config.predict_residual else out
 
-    def forward(self, s_t, actions, action_mask, s_th):
-        loss = F.mse_loss(self._predict_normalised(s_t, actions, action_mask), self.normalise(s_th))
+    def forward(self, s_t, actions, action_mask, s_th, robot=None):
+        loss = F.mse_loss(self._predict_normalised(s_t, actions, action_mask, robot), self.normalise(s_th))
         return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
-    def predict_next(self, s_t, actions, action_mask, generator=None):
-        return self.denormalise(self._predict_normalised(s_t, actions, action_mask))
+    def predict_next(self, s_t, actions, action_mask, generator=None, robot=None):
+        return self.denormalise(self._predict_normalised(s_t, actions, action_mask, robot))
 
 
 @register_model
@@ -282,16 +358,16 @@ class AbsoluteFlowWorldModel(_WorldModelBase):
         self.cond = ConditioningTransformer(c)
         self.flow = FlowTransformer(c, c.num_tokens, c.token_dim)
 
-    def forward(self, s_t, actions, action_mask, s_th):
+    def forward(self, s_t, actions, action_mask, s_th, robot=None):
         x0 = self.normalise(s_th)  # (B, N, D)
-        a = self.action_token(actions, action_mask)
+        a = self.action_token(actions, action_mask, robot)
         cond = self.cond(self.normalise(s_t), a)
         loss = flow_matching_loss(lambda x_t, t: self.flow(x_t, t, cond, a), x0)
         return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
-    def predict_next(self, s_t, actions, action_mask, generator=None):
-        a = self.action_token(actions, action_mask)
+    def predict_next(self, s_t, actions, action_mask, generator=None, robot=None):
+        a = self.action_token(actions, action_mask, robot)
         cond = self.cond(self.normalise(s_t), a)
         noise = self._noise(s_t.shape, s_t, generator)
         x = euler_sample(lambda x, t: self.flow(x, t, cond, a), noise, self.config.sample_steps)
@@ -302,5 +378,7 @@ WORLD_MODELS = {"rla_wm": RLAWorldModel, "deterministic": DeterministicWorldMode
 
 
 def world_model_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """Trainer loss_fn for every world model (goes through forward, so DDP-safe)."""
-    return model(batch["s_t"].float(), batch["actions"].float(), batch["action_mask"], batch["s_th"].float())
+    """Trainer loss_fn for every world model (goes through forward, so DDP-safe); ``batch["robot"]``: (B,) robot
+    indices of a multi-robot model (the data's order of ``robots``)."""
+    robot = {"robot": batch["robot"]} if "robot" in batch else {}
+    return model(batch["s_t"].float(), batch["actions"].float(), batch["action_mask"], batch["s_th"].float(), **robot)

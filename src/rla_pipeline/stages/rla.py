@@ -89,11 +89,19 @@ def split_episodes(episode_index: pd.DataFrame, feature_manifest: pd.DataFrame, 
                    ) -> pd.DataFrame:
     """Deterministic split (by ``seed``) of the cached episodes: train/val per seen task, heldout_task for the rest.
 
-    -> DataFrame(episode_id, task, kind, split).
+    Then per robot (``EpisodeMeta.robot``): a robot with >= 2 action-labelled episodes outside the held-out task
+    keeps at least one of them in validation (the world models are evaluated on labelled val episodes only), one
+    with fewer is named in a warning. The held-out task is optional: imported data normally has no episode of it
+    (it is a simulator task) and then nothing is held out. -> DataFrame(episode_id, task, kind, split).
     """
+    from rla_pipeline.stages.checks import robot_column
+
     cfg = RLAStageConfig.from_dict(params).split
     df = episode_index[episode_index["episode_id"].isin(feature_manifest["episode_id"])]
-    df = df[["episode_id", "task", "kind"]].sort_values("episode_id").reset_index(drop=True)
+    labelled = df["action_dim"].notna() if "action_dim" in df else pd.Series(False, index=df.index)
+    robots = robot_column(df)
+    df = df[["episode_id", "task", "kind"]].assign(_robot=robots, _labelled=labelled.astype(bool))
+    df = df.sort_values("episode_id").reset_index(drop=True)
     df["split"] = "train"
     rng = np.random.default_rng(seed)
     for task, g in df.groupby("task", sort=True):
@@ -105,10 +113,31 @@ def split_episodes(episode_index: pd.DataFrame, feature_manifest: pd.DataFrame, 
             n_val = max(1, n_val)
         val_idx = rng.permutation(g.index.to_numpy())[:n_val]
         df.loc[val_idx, "split"] = "val"
+    if cfg.val_fraction > 0:
+        _keep_labelled_val_per_robot(df, rng)
     if cfg.heldout_task is not None and not (df["split"] == "heldout_task").any():
-        logger.warning("held-out task %r has no cached episodes: rla_generalisation will be empty", cfg.heldout_task)
+        logger.info("held-out task %r has no cached episodes (imported data): nothing held out, "
+                    "rla_generalisation is empty (rla.split.heldout_task: null silences this)", cfg.heldout_task)
     logger.info("episode splits: %s", df.groupby("split").size().to_dict())
-    return df
+    return df.drop(columns=["_robot", "_labelled"])
+
+
+def _keep_labelled_val_per_robot(df: pd.DataFrame, rng: np.random.Generator) -> None:
+    """In place: move one labelled train episode to val for each robot with >= 2 labelled (non-held-out) episodes
+    and none in val; warn, naming them, about robots whose labelled episodes cannot give one to validation."""
+    seen = df[df["split"] != "heldout_task"]
+    short = []
+    for robot, g in seen[seen["_labelled"]].groupby("_robot", sort=True):
+        if (g["split"] == "val").any():
+            continue
+        if len(g) < 2:
+            short.append(f"{robot} ({len(g)} labelled episode)")
+            continue
+        train = g.index[g["split"] == "train"].to_numpy()
+        df.loc[rng.permutation(train)[:1], "split"] = "val"
+    if short:
+        logger.warning("no labelled validation episode for robot(s) %s: the world models are evaluated without "
+                       "them (a robot needs >= 2 action-labelled episodes)", ", ".join(short))
 
 
 def training_episode_ids(splits: pd.DataFrame, include_heldout_task: bool) -> list[str]:
@@ -181,7 +210,10 @@ def train_rla(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.Dat
     from rla_pipeline.models.rla import rla_loss
     from rla_pipeline.training.trainer import train
 
+    from rla_pipeline.stages.checks import check_rla_data
+
     cfg = RLAStageConfig.from_dict(params)
+    check_rla_data(feature_cache, episode_splits, cfg.samples.h_min)  # seconds, before any training
     shape = tuned_latent_shape(rla_tuned_shape, cfg.use_tuned_shape)
     from rla_pipeline.utils.seeding import seed_everything
 

@@ -115,7 +115,12 @@ def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, par
     from rla_pipeline.models.world_model import WORLD_MODELS, world_model_loss
     from rla_pipeline.training.trainer import train
 
+    from rla_pipeline.stages.checks import check_world_model_data
+    from rla_pipeline.stages.robots import tag_robots
+
     p = WorldModelStageConfig.from_dict(params)
+    # up front, evaluation included: a split the evaluation cannot use must stop before minutes of training
+    check_world_model_data(feature_cache, episode_splits, episode_index, p)
     # every seed derives from the global one: the horizon draws (offset by the configured sample seed) and the
     # trainer (init, data order)
     p.samples = dataclasses.replace(p.samples, seed=p.samples.seed + seed)
@@ -126,7 +131,9 @@ def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, par
     if not train_ids:
         raise ValueError("world_model: no training episodes with actions in the train split")
     train_ds, val_ds = token_pair_datasets(feature_cache, episode_index, train_ids, val_ids, p.samples)
-    cfg = dataclasses.replace(p.model, num_tokens=train_ds.num_tokens, token_dim=train_ds.token_dim,
+    # robot identity from the episode metadata: one action MLP per robot before the shared GRU
+    train_ds, val_ds, robots = tag_robots(feature_cache, episode_index, train_ds, val_ds, p.samples.action_source)
+    cfg = dataclasses.replace(p.model, num_tokens=train_ds.num_tokens, token_dim=train_ds.token_dim, robots=robots,
                               action_dim=train_ds.action_dim, max_actions=p.samples.h_max,
                               **{**getattr(p.baselines, kind, {}), **FORCED.get(kind, {})},
                               **({"rla": rla_model.config} if kind == "rla_wm" else {}))
@@ -205,7 +212,11 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
     from rla_pipeline.evaluation.metrics import rollout_batch, world_model_table
     from rla_pipeline.evaluation.plots import TokenPCA, error_vs_horizon, feature_pictures
 
+    from rla_pipeline.stages.checks import check_world_model_data
+    from rla_pipeline.stages.robots import per_robot_table, pictures_robot
+
     p = WorldModelStageConfig.from_dict(params)
+    check_world_model_data(feature_cache, episode_splits, episode_index, p)
     e = p.eval
     models = {"rla_wm": world_model, "deterministic": wm_baseline_deterministic,
               "deterministic_residual": wm_baseline_deterministic_residual,
@@ -214,29 +225,32 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
     val_ids = interleave_by_task(action_episode_ids(feature_cache, episode_splits, "val"), episode_index)
     fps = episode_index.loc[episode_index["episode_id"].isin(val_ids), "fps"]
     max_actions = world_model.config.max_actions
-    table = world_model_table(models, feature_cache, val_ids, e.horizons, e.chunk, max_actions, e.stride,
-                              e.max_pairs, seed, float(fps.median()) if len(fps) else None, n_boot=e.n_boot,
-                              reference="rla_wm")
-    tracking.log_metrics({f"wm.{r.model}.h{r.horizon}.l1": r.token_l1 for r in table.itertuples()})
+    # per robot (its episodes' actions share one width); `overall`: pair-weighted means over the robots
+    table, overall = per_robot_table(models, episode_index, val_ids, lambda ids: world_model_table(
+        models, feature_cache, ids, e.horizons, e.chunk, max_actions, e.stride, e.max_pairs, seed,
+        float(fps.median()) if len(fps) else None, n_boot=e.n_boot, reference="rla_wm"))
+    tracking.log_metrics({f"wm.{r.model}.h{r.horizon}.l1": r.token_l1 for r in overall.itertuples()})
     logger.info("world-model prediction table:\n%s", table.to_string())
-    plot = error_vs_horizon(table)
+    plot = error_vs_horizon(overall)
 
     # pictures: PCA fitted on training tokens; first frame of a few val episodes, rollouts at each horizon
     train_ids = episode_ids(episode_splits, "train")
     frames = [np.asarray(feature_cache.tokens(i), dtype=np.float32) for i in train_ids]
     sample = np.concatenate(frames)[:: max(1, sum(len(f) for f in frames) // e.pca_max_frames)]
     pca = TokenPCA(sample, seed=seed)
-    horizons = [h for h in e.horizons if rollout_batch(feature_cache, val_ids, h, e.chunk, max_actions,
+    robot, pic_ids = pictures_robot(models, episode_index, val_ids)  # one robot: its action chunks stack
+    horizons = [h for h in e.horizons if rollout_batch(feature_cache, pic_ids, h, e.chunk, max_actions,
                                                        10**9, None) is not None]
     if not horizons:
         return table, plot, feature_pictures(pca, np.zeros((0, 1, 1)), {}, {}, title="no episode long enough")
-    pic_ids = [i for i in val_ids if feature_cache.tokens(i).shape[0] > max(horizons)][: e.pictures]
+    pic_ids = [i for i in pic_ids if feature_cache.tokens(i).shape[0] > max(horizons)][: e.pictures]
     truth, preds, start = {}, {name: {} for name in models}, None
     for h in horizons:
         b = rollout_batch(feature_cache, pic_ids, h, e.chunk, max_actions, stride=10**9)  # t = 0 only
         start, truth[h] = b.s_0.numpy(), b.target.numpy()
         for name, m in models.items():
-            preds[name][h] = m.rollout(b.s_0, b.chunks, b.masks, generator=torch.Generator().manual_seed(seed))[-1].numpy()
+            preds[name][h] = m.rollout(b.s_0, b.chunks, b.masks, generator=torch.Generator().manual_seed(seed),
+                                       robot=robot)[-1].numpy()
     pictures = feature_pictures(pca, start, truth, {NAMES[k]: v for k, v in preds.items()},
                                 title="DINO tokens as PCA colours: truth vs predictions (val episodes)")
     return table, plot, pictures

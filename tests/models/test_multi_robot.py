@@ -1,0 +1,64 @@
+"""One world model for several robots: an action MLP per robot (its own width) before the shared GRU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def _model(kind, robots):
+    from rla_pipeline.models.world_model import WORLD_MODELS, WorldModelConfig
+
+    cfg = WorldModelConfig(num_tokens=4, token_dim=8, action_dim=7, max_actions=3, width=16, heads=2, cond_depth=1,
+                           flow_depth=1, depth=1, action_embed_dim=8, sample_steps=2, robots=robots,
+                           rla={"num_tokens": 4, "token_dim": 8, "width": 16, "heads": 2, "enc_depth": 1,
+                                "dec_depth": 1, "latent_tokens": 2, "latent_dim": 4})
+    torch.manual_seed(0)
+    return WORLD_MODELS[kind](cfg)
+
+
+@pytest.mark.parametrize("kind", ["rla_wm", "deterministic", "absolute_flow"])
+def test_each_robot_has_its_own_action_mlp_and_unknown_robots_fail_clearly(kind):
+    from rla_pipeline.models.world_model import world_model_loss
+
+    m = _model(kind, {"arm7": 7, "arm4": 4})
+    assert m.robots == ["arm4", "arm7"] and len(m.action_encoder.mlps) == 2
+    s = torch.randn(4, 4, 8)
+    a = torch.randn(4, 3, 7)
+    a[:2, :, 4:] = 0  # the two arm4 rows carry 4-d actions, zero-padded like the training data
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    robot = torch.tensor([0, 0, 1, 1])
+    with torch.no_grad():  # the zero-initialised output layers would block every gradient at step 0
+        for p in m.parameters():
+            if p.requires_grad and p.dim() == 2 and not p.abs().sum():
+                p.normal_(0, 0.1)
+    loss, _ = world_model_loss(m, {"s_t": s, "actions": a, "action_mask": mask, "s_th": s + 1, "robot": robot})
+    loss.backward()
+    # each robot's MLP learns only from its own rows; the GRU is shared
+    g4, g7 = (m.action_encoder.mlps[i][0].weight.grad for i in (0, 1))
+    assert g4.shape == (8, 4) and g7.shape == (8, 7) and g4.abs().sum() > 0 and g7.abs().sum() > 0
+    # the same actions mean different things for different robots
+    tok_a = m.action_token(a[:2, :, :4], mask[:2], "arm4")
+    tok_b = m.action_token(a[:2, :, :4], mask[:2], "arm7")
+    assert not torch.allclose(tok_a, tok_b)
+    with pytest.raises(ValueError, match=r"no action encoder for robot\(s\) \['so100'\].*trained on robots "
+                                         r"\['arm4', 'arm7'\]"):
+        m.predict_next(s, a, mask, robot="so100")
+    with pytest.raises(ValueError, match="several robots"):
+        m.predict_next(s, a, mask)
+    with m.for_robot("arm4"):
+        assert m.rollout(s, [a[..., :4]], [mask])[0].shape == s.shape  # a robot's own width is accepted
+    with pytest.raises(ValueError, match="no action encoder"):
+        m.for_robot("so100").__enter__()
+
+
+def test_one_robot_models_keep_the_old_layout_and_need_no_robot():
+    from rla_pipeline.models.world_model import ActionEncoder
+
+    plain = _model("deterministic", {})
+    assert not plain.robots and any(k.startswith("action_encoder.mlp.") for k in plain.state_dict())
+    one = _model("deterministic", {"so100": 7})
+    s, a, mask = torch.randn(2, 4, 8), torch.randn(2, 3, 7), torch.ones(2, 3, dtype=torch.bool)
+    assert one.predict_next(s, a, mask).shape == s.shape  # the only robot is the default
+    enc = ActionEncoder(7, 8, 16, {"a": 7, "b": 2})
+    with pytest.raises(ValueError, match="pass the robot index"):
+        enc(a, mask)
