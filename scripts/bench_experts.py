@@ -5,8 +5,9 @@
 For every task: ``attempts`` rollouts from seeds ``--seed-start ..`` (the demo seed range of ``make run``), each
 at most the task's step limit of ``SimulationConfig`` (``steps_for``, raised to the expert's
 ``EXPERT_MAX_STEPS`` where that is longer, e.g. PushT 300; ``--max-steps N`` overrides both), rendered like the
-demos (RGB + mask at ``--image-size``). Prints a markdown table: task, robot, attempts, successes, rate, mean steps to success,
-seconds per attempt and per kept demo (simulation only, no video encoding). ``--out`` also writes it to a file.
+demos (RGB + mask at ``--image-size``). Prints a markdown table: task, robot, attempts, successes, rate, mean
+steps to success, seconds per attempt and per kept demo (simulation only, no video encoding). ``--out`` also
+writes it to a file; every attempt's success step goes to stderr as it finishes.
 """
 from __future__ import annotations
 

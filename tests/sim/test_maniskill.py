@@ -178,3 +178,21 @@ def test_pusht_has_an_expert_and_a_longer_step_limit():
 
     assert "PushT-v1" in expert_tasks() and isinstance(make_expert("PushT-v1"), PushTExpert)
     assert EXPERT_MAX_STEPS["PushT-v1"] > 100  # the registered limit is too short for large turns
+
+
+def test_pusht_pushes_start_beside_the_tee():
+    """The stick is lowered `approach` behind each contact: never onto the tee (next to the stem's corners)."""
+    import numpy as np
+
+    from rla_pipeline.sim.experts import PushTExpert, _tee_clearance
+
+    pts = np.array([[0.0, -0.03], [0.0, 0.1], [0.0, 0.2], [0.15, -0.03], [-0.05, 0.03]])
+    assert np.allclose(_tee_clearance(pts), [0.0, 0.0, 0.0625, 0.05, 0.025])
+    expert = PushTExpert("PushT-v1")
+
+    class _Env:  # reset() only checks the control mode
+        control_mode = "pd_ee_delta_pos"
+
+    expert.reset(_Env())
+    starts = expert.points + expert.normals * expert.approach
+    assert len(starts) > 40 and _tee_clearance(starts).min() >= expert.clearance

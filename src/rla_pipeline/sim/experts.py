@@ -364,6 +364,18 @@ def _tee_edges(step: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(pts), np.asarray(nrm, dtype=float)
 
 
+#: The tee's two boxes (x0, x1, y0, y1) in its COM frame, see ``_tee_edges``.
+_TEE_BOXES = np.array([[-0.1, 0.1, -0.0625, -0.0125], [-0.025, 0.025, -0.0125, 0.1375]])
+
+
+def _tee_clearance(pts: np.ndarray) -> np.ndarray:
+    """Distance (N,) of tee-frame points (N, 2) from the tee (0 inside)."""
+    zero = np.zeros((len(pts), len(_TEE_BOXES)))
+    dx = np.maximum.reduce([_TEE_BOXES[None, :, 0] - pts[:, :1], zero, pts[:, :1] - _TEE_BOXES[None, :, 1]])
+    dy = np.maximum.reduce([_TEE_BOXES[None, :, 2] - pts[:, 1:], zero, pts[:, 1:] - _TEE_BOXES[None, :, 3]])
+    return np.hypot(dx, dy).min(axis=1)
+
+
 def _rot(theta: float) -> np.ndarray:
     c, s = np.cos(theta), np.sin(theta)
     return np.array([[c, -s], [s, c]])
@@ -396,10 +408,16 @@ class PushTExpert(ScriptedPolicy):
     push_gain = 1.0  # push length per metre of remaining (weighted) error
     push_len = (0.01, 0.1)  # shortest / longest push (m): long pushes save the lift / move / lower overhead
     max_push_steps = 12  # a push that makes no progress (stick stuck on an edge) is re-planned after this
+    clearance = 0.015  # a push's start point must be this far from the tee (the stick lands beside it, not on it)
+    max_lower_steps = 10  # a stick that cannot get down (resting on the tee) lifts and re-plans
 
     def reset(self, env) -> None:
         super().reset(env)
         self.points, self.normals = _tee_edges()
+        # the stick must come down beside the tee: drop contacts whose start point (``approach`` behind the
+        # contact) lies on or next to the tee, which happens next to the concave corners at the stem
+        ok = _tee_clearance(self.points + self.normals * self.approach) >= self.clearance
+        self.points, self.normals = self.points[ok], self.normals[ok]
         self.plan = None
 
     def _errors(self, env) -> tuple[np.ndarray, float, np.ndarray, float]:
@@ -443,7 +461,12 @@ class PushTExpert(ScriptedPolicy):
                 self.stage = "lower"
             return self._goto(env, target)
         if self.stage == "lower":
+            self.lower_steps = getattr(self, "lower_steps", 0) + 1
+            if self.lower_steps > self.max_lower_steps:  # resting on the tee: lift, re-plan from the new state
+                self.plan, self.lower_steps = None, 0
+                return self._goto(env, np.r_[tcp[:2], self.lift_z])
             if tcp[2] < self.push_z + 0.006:
+                self.lower_steps = 0
                 self.stage = "push"
                 self.push_from = tcp[:2].copy()
                 self._phase_steps = 0
