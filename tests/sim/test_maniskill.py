@@ -143,9 +143,9 @@ def _expert_successes(task: str, seeds) -> list:
     _vulkan_or_skip()
     from rla_pipeline.episodes.sources.maniskill import SimulationConfig, rollout
     from rla_pipeline.sim.envs import SimEnvConfig, make_env
-    from rla_pipeline.sim.experts import make_expert
+    from rla_pipeline.sim.experts import EXPERT_MAX_STEPS, make_expert
 
-    limit = SimulationConfig().steps_for(task)
+    limit = max(SimulationConfig().steps_for(task), EXPERT_MAX_STEPS.get(task, 0))
     with make_env(SimEnvConfig(task=task, image_size=32, with_mask=False, max_episode_steps=limit)) as env:
         return [rollout(env, make_expert(task), seed, limit, 0).success_step for seed in seeds]
 
@@ -166,18 +166,33 @@ def test_pullcubetool_expert_pulls_the_cube_in_with_the_tool():
 
 
 @pytest.mark.sim
-def test_pusht_expert_improves_the_overlap():
-    """The PushT expert is below its bar (see docs/simulation.md); it must at least move the tee towards the goal."""
-    _vulkan_or_skip()
-    from rla_pipeline.sim.envs import SimEnvConfig, make_env
-    from rla_pipeline.sim.experts import make_expert
+def test_pusht_expert_aligns_the_tee_with_the_goal():
+    # seeds 0-2 are the first three of scripts/bench_experts.py (not picked): >= 90 % overlap within the
+    # expert's step limit (EXPERT_MAX_STEPS, 300) on at least 2 of 3, like the bar of the benchmark
+    steps = _expert_successes("PushT-v1", (0, 1, 2))
+    assert sum(s is not None for s in steps) >= 2, steps
 
-    with make_env(SimEnvConfig(task="PushT-v1", image_size=32, with_mask=False, max_episode_steps=100)) as env:
-        env.reset(0)
-        expert = make_expert("PushT-v1", experimental=True)
-        expert.reset(env)
-        start = float(env.unwrapped.pseudo_render_intersection()[0])
-        for _ in range(100):
-            env.step(expert.act(env))
-        end = float(env.unwrapped.pseudo_render_intersection()[0])
-    assert end > start + 0.1, (start, end)
+
+def test_pusht_has_an_expert_and_a_longer_step_limit():
+    from rla_pipeline.sim.experts import EXPERT_MAX_STEPS, PushTExpert, expert_tasks, make_expert
+
+    assert "PushT-v1" in expert_tasks() and isinstance(make_expert("PushT-v1"), PushTExpert)
+    assert EXPERT_MAX_STEPS["PushT-v1"] > 100  # the registered limit is too short for large turns
+
+
+def test_pusht_pushes_start_beside_the_tee():
+    """The stick is lowered `approach` behind each contact: never onto the tee (next to the stem's corners)."""
+    import numpy as np
+
+    from rla_pipeline.sim.experts import PushTExpert, _tee_clearance
+
+    pts = np.array([[0.0, -0.03], [0.0, 0.1], [0.0, 0.2], [0.15, -0.03], [-0.05, 0.03]])
+    assert np.allclose(_tee_clearance(pts), [0.0, 0.0, 0.0625, 0.05, 0.025])
+    expert = PushTExpert("PushT-v1")
+
+    class _Env:  # reset() only checks the control mode
+        control_mode = "pd_ee_delta_pos"
+
+    expert.reset(_Env())
+    starts = expert.points + expert.normals * expert.approach
+    assert len(starts) > 40 and _tee_clearance(starts).min() >= expert.clearance
