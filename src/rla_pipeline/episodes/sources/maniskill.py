@@ -45,7 +45,7 @@ ROW_COLUMNS = ["episode_id", "task", "kind", "source", "seed", "success", "kept"
 #: carries it to a launch spot, throws it and it rolls 1.2-1.7 m (success after 55-85 actions; ManiSkill
 #: registers 80, 100 keeps the slow throws), PullCubeTool grasps, carries and pulls (55-75; registered 100),
 #: PushT (registered 100). A task listed here uses ``max(max_steps, limit)``; ``task_max_steps`` overrides both.
-DEFAULT_TASK_MAX_STEPS = {"RollBall-v1": 100, "PullCubeTool-v1": 100, "PushT-v1": 100}
+DEFAULT_TASK_MAX_STEPS = {"RollBall-v1": 100, "PullCubeTool-v1": 100, "PushT-v1": 300}  # PushT: sim.experts.EXPERT_MAX_STEPS
 ACTION_ALIGNMENT = (
     "row t: frame t and the action applied after observing it; last row: hold action (zero motion, gripper "
     "unchanged), never executed; reward[t]: reward of action t (NaN on the last row)"
@@ -65,7 +65,7 @@ class SimulationConfig:
         play_per_task: play episodes (random object-touching motion, actions kept) per task.
         actionless_per_task: successful expert episodes stored without actions/proprio per task.
         max_steps: maximum number of actions per episode (an episode has at most max_steps + 1 frames); tasks in
-            ``DEFAULT_TASK_MAX_STEPS`` (RollBall 80, PullCubeTool 100, PushT 100) get at least their limit.
+            ``DEFAULT_TASK_MAX_STEPS`` (RollBall 100, PullCubeTool 100, PushT 300: its expert needs many pushes) get at least their limit.
         task_max_steps: per-task step limits that override ``max_steps`` and the defaults, e.g. {"PushT-v1": 150}.
         extra_steps_after_success: actions still taken (the expert holds still) after the first success frame.
         play_noise: std of the Gaussian noise on the play policy's normalised actions.
