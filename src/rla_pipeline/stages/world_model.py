@@ -105,12 +105,15 @@ def baseline_steps(params, rla_params) -> int:
     if p.budget == "same_steps":
         return wm.max_steps
     rla_trainer = dict((rla_params or {}).get("trainer") or {})
+    if not rla_trainer:
+        raise ValueError("world_model.budget: total counts the RLA autoencoder's steps: pass the `rla` parameters "
+                         "(params:rla) to the baseline, or set world_model.budget: same_steps")
     rla = TrainerConfig.from_dict({**{k: v for k, v in rla_trainer.items() if k != "checkpoint_dir"}, "run_name": "x"})
     return wm.max_steps + math.ceil(rla.max_steps * rla.batch_size / wm.batch_size)
 
 
 def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, params, device: str,
-         checkpoint_root: str | None, seed: int = 0, max_steps: int | None = None):
+         checkpoint_root: str | None, seed: int = 0, rla_params: dict | None = None):
     from rla_pipeline.features.samples import action_stats
     from rla_pipeline.models.world_model import WORLD_MODELS, world_model_loss
     from rla_pipeline.training.trainer import train
@@ -145,7 +148,8 @@ def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, par
         model.set_stats(*sample_token_stats(feature_cache, train_ids, p.stats_max_frames, p.samples.seed))
     a = action_stats(feature_cache, train_ids, p.samples.action_source, train_ds.action_dim)
     model.set_stats(action_mean=a["mean"], action_std=a["std"])
-    steps = {"max_steps": max_steps} if max_steps is not None else {}
+    # baselines: the same total budget as RLA-WM + its autoencoder (after the data checks: they stop in seconds)
+    steps = {} if kind == "rla_wm" else {"max_steps": baseline_steps(params, rla_params)}
     tcfg = trainer_config(p.trainer, run_name=f"world_model.{kind}", device=device,
                           seed=seed + int(p.trainer.get("seed", 0)), **steps,
                           checkpoint_dir=checkpoint_dir(checkpoint_root, "world_model", kind))
@@ -164,7 +168,7 @@ def train_rla_world_model(rla_model, feature_cache, episode_splits, episode_inde
 
 def _baseline(kind, feature_cache, episode_splits, episode_index, params, device, checkpoint_root, seed, rla_params):
     return _fit(kind, None, feature_cache, episode_splits, episode_index, params, device, checkpoint_root, seed,
-                max_steps=baseline_steps(params, rla_params))
+                rla_params)
 
 
 def train_deterministic_baseline(feature_cache, episode_splits, episode_index, params: dict, device: str,
