@@ -1,15 +1,6 @@
 """Kedro dataset for trained models: one safetensors file holding the weights, the class name and the config.
 
-File layout (``safetensors`` header metadata, all strings):
-    format  "rla-pipeline-model/1"
-    class   registered model name (``rla_pipeline.models.registry``)
-    module  python module that registers the class (imported on load when needed)
-    config  JSON of ``dataclasses.asdict(model.config)``
-    aliases JSON {dropped_name: kept_name} for tensors that share memory (tied weights): safetensors
-            refuses shared tensors, so each storage is written once and the aliases restored on load.
-Tensors: the model's ``state_dict`` as contiguous CPU tensors (dtypes kept).
-
-The file format and its torch-only reader/writer live in :mod:`rla_pipeline.training.model_io`
+The file format (layout in its module docstring) and its torch-only reader/writer live in :mod:`rla_pipeline.training.model_io`
 (``save_model``, ``load_model``, ``ModelFileError``); this module is only the Kedro dataset over them.
 
 ```yaml

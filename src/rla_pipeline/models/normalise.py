@@ -35,6 +35,27 @@ class Normaliser(nn.Module):
         return x * self.std + self.mean
 
 
+class TokenNormalised:
+    """Mixin for a model with a ``tokens`` :class:`Normaliser`: the token statistics and the (de)normalisation that
+    every token model exposes the same way."""
+
+    tokens: Normaliser
+
+    @property
+    def token_mean(self) -> torch.Tensor:
+        return self.tokens.mean
+
+    @property
+    def token_std(self) -> torch.Tensor:
+        return self.tokens.std
+
+    def normalise(self, s: torch.Tensor) -> torch.Tensor:
+        return self.tokens(s)
+
+    def denormalise(self, s: torch.Tensor) -> torch.Tensor:
+        return self.tokens.inverse(s)
+
+
 def token_stats(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dim mean/std over all leading dims of tokens (..., D) -> ((D,), (D,))."""
     flat = tokens.reshape(-1, tokens.shape[-1]).double()

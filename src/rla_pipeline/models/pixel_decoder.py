@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rla_pipeline.models.normalise import Normaliser, TokenNormalised
 from rla_pipeline.models.registry import register_model
 from rla_pipeline.utils.config import from_dict
 
@@ -126,7 +127,7 @@ class Upsample(nn.Module):
 
 
 @register_model
-class PixelDecoder(nn.Module):
+class PixelDecoder(TokenNormalised, nn.Module):
     """DINO tokens (B, N, D) at raw scale -> RGB (B, 3, S, S) in [0, 1]. See the module docstring."""
 
     config_class = PixelDecoderConfig
@@ -136,8 +137,7 @@ class PixelDecoder(nn.Module):
         self.config = c = config
         S, C0 = c.image_size, c.channels[0]
         # Set from training data (set_stats) and saved with the weights; defaults leave tokens and output unchanged.
-        self.register_buffer("token_mean", torch.zeros(c.token_dim))
-        self.register_buffer("token_std", torch.ones(c.token_dim))
+        self.tokens = Normaliser(c.token_dim)
         self.register_buffer("mean_image", torch.full((3, S, S), 0.5))
         self.token_proj = nn.Linear(c.token_dim, C0)
         levels = []
@@ -154,8 +154,7 @@ class PixelDecoder(nn.Module):
 
     def set_stats(self, token_mean: torch.Tensor, token_std: torch.Tensor, mean_image: torch.Tensor) -> None:
         """Training-set statistics: per-dim token mean/std (D,) and the mean frame (3, S, S) in [0, 1]."""
-        self.token_mean.copy_(token_mean.float())
-        self.token_std.copy_(token_std.float().clamp_min(1e-6))
+        self.tokens.set(token_mean, token_std)
         self.mean_image.copy_(mean_image.float())
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -163,7 +162,7 @@ class PixelDecoder(nn.Module):
         B, N, D = tokens.shape
         if (N, D) != (c.num_tokens, c.token_dim):
             raise ValueError(f"PixelDecoder expects tokens (B, {c.num_tokens}, {c.token_dim}), got {tuple(tokens.shape)}")
-        x = (tokens.float() - self.token_mean) / self.token_std  # (B, N, D)
+        x = self.normalise(tokens.float())  # (B, N, D)
         x = self.token_proj(x)  # (B, N, C0)
         g = c.grid
         x = x.transpose(1, 2).reshape(B, -1, g, g)  # (B, C0, g, g): tokens are stored row-major over the patch grid

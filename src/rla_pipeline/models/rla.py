@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rla_pipeline.models.blocks import Block, PositionEmbedding, TokenReadout
-from rla_pipeline.models.normalise import Normaliser, token_stats  # noqa: F401 (token_stats: re-exported)
+from rla_pipeline.models.normalise import Normaliser, TokenNormalised, token_stats  # noqa: F401 (token_stats: re-exported)
 from rla_pipeline.models.registry import register_model
 from rla_pipeline.utils.config import from_dict
 
@@ -56,7 +56,7 @@ class RLAConfig:
 
 
 @register_model
-class ResidualLatentActionAutoencoder(nn.Module):
+class ResidualLatentActionAutoencoder(TokenNormalised, nn.Module):
     config_class = RLAConfig
 
     def __init__(self, config: RLAConfig):
@@ -85,20 +85,6 @@ class ResidualLatentActionAutoencoder(nn.Module):
     def set_token_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Per-dim token statistics (D,) from the training set."""
         self.tokens.set(mean, std)
-
-    @property
-    def token_mean(self) -> torch.Tensor:
-        return self.tokens.mean
-
-    @property
-    def token_std(self) -> torch.Tensor:
-        return self.tokens.std
-
-    def normalise(self, s: torch.Tensor) -> torch.Tensor:
-        return self.tokens(s)
-
-    def denormalise(self, s: torch.Tensor) -> torch.Tensor:
-        return self.tokens.inverse(s)
 
     # --- model ---------------------------------------------------------------------------------------------
     def encode_normalised(self, s_t_n: torch.Tensor, s_th_n: torch.Tensor) -> torch.Tensor:

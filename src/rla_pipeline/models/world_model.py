@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from rla_pipeline.models.blocks import Block, PositionEmbedding, TokenReadout, timestep_embedding
 from rla_pipeline.models.flow import euler_sample, flow_matching_loss
-from rla_pipeline.models.normalise import Normaliser
+from rla_pipeline.models.normalise import Normaliser, TokenNormalised
 from rla_pipeline.models.registry import register_model
 from rla_pipeline.models.rla import RLAConfig, ResidualLatentActionAutoencoder
 from rla_pipeline.utils.config import from_dict
@@ -169,7 +169,7 @@ class FlowTransformer(nn.Module):
         return self.out(x, x_t)  # (B, T, Din)
 
 
-class _WorldModelBase(nn.Module):
+class _WorldModelBase(TokenNormalised, nn.Module):
     """Shared: normalisation buffers, action token, rollout, loss plumbing."""
 
     config_class = WorldModelConfig
@@ -226,20 +226,6 @@ class _WorldModelBase(nn.Module):
         """Dataset statistics: tokens (D,), actions (A,); None keeps the current value."""
         self.tokens.set(token_mean, token_std)
         self.actions.set(action_mean, action_std)
-
-    @property
-    def token_mean(self) -> torch.Tensor:
-        return self.tokens.mean
-
-    @property
-    def token_std(self) -> torch.Tensor:
-        return self.tokens.std
-
-    def normalise(self, s: torch.Tensor) -> torch.Tensor:
-        return self.tokens(s)
-
-    def denormalise(self, s: torch.Tensor) -> torch.Tensor:
-        return self.tokens.inverse(s)
 
     def action_token(self, actions: torch.Tensor, mask: torch.Tensor, robot=None) -> torch.Tensor:
         """``robot``: (B,) indices into ``robots``, one name, or None (the ``for_robot`` one / the only one)."""
