@@ -32,6 +32,14 @@ def _worker(project_root, storage, env, log):
     )
 
 
+def _reader(url):
+    """One storage for all of the test's reads, without a connection pool: polling with a fresh ``load_study(url)``
+    each time opens a pooled engine per call and exhausts the server's ``max_connections`` (CI run, 2026-11-25)."""
+    from sqlalchemy.pool import NullPool
+
+    return optuna.storages.RDBStorage(url, engine_kwargs={"poolclass": NullPool}, skip_table_creation=True)
+
+
 def _load(storage):
     try:
         return optuna.load_study(study_name=STUDY, storage=storage)
@@ -47,25 +55,32 @@ def test_two_workers_and_a_killed_one_finish_exactly_n_trials_on_postgres(tmp_pa
     logs = [open(tmp / f"worker{i}.log", "w") for i in range(3)]
     with postgres_server(tmp / "server") as storage:
         assert storage.startswith("postgresql+psycopg2://")
+        url, storage = storage, None
         try:
             # Worker 0 alone: killed with SIGKILL as soon as it holds a RUNNING trial.
-            victim = _worker(project_root, storage, env, logs[0])
+            victim = _worker(project_root, url, env, logs[0])
             procs.append(victim)
             deadline = time.monotonic() + 600
             running = []
             while not running:
                 assert time.monotonic() < deadline, "worker 0 never started a trial"
                 assert victim.poll() is None, (tmp / "worker0.log").read_text()[-4000:]
+                if storage is None:
+                    try:
+                        storage = _reader(url)  # the worker creates the tables
+                    except Exception:  # noqa: BLE001 - tables not there yet
+                        time.sleep(0.2)
+                        continue
                 study = _load(storage)
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if study else []
-                time.sleep(0.05)
+                time.sleep(0.1)
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=30)
             killed = running[0].number
             assert _load(storage).trials[killed].state == TrialState.RUNNING  # left behind, as a real crash does
 
             # Two workers finish the study.
-            procs += [_worker(project_root, storage, env, logs[i]) for i in (1, 2)]
+            procs += [_worker(project_root, url, env, logs[i]) for i in (1, 2)]
             for p in procs[1:]:
                 assert p.wait(timeout=600) == 0, "\n".join(
                     (tmp / f"worker{i}.log").read_text()[-3000:] for i in (1, 2))
