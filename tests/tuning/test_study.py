@@ -44,7 +44,8 @@ def test_two_worker_processes_finish_exactly_n_trials_with_mlflow_runs(tmp_path)
     storage = sqlite_url(tmp_path / "optuna.db")
     mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(mlflow_uri)  # create the MLflow schema once, not racing in two workers
-    mlflow.set_experiment("rla-pipeline")
+    # artifacts under tmp_path: the default artifact root is ./mlruns of whatever the cwd is
+    mlflow.create_experiment("rla-pipeline", artifact_location=(tmp_path / "artifacts").as_uri())
     n = 5
     env = _env(MLFLOW_TRACKING_URI=mlflow_uri)
     logs = [open(tmp_path / f"w{i}.log", "w") for i in range(2)]
