@@ -24,6 +24,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 # process.* tags live in tracking.py: trainers (below the Kedro floor) open child runs with them too.
+from rla_pipeline import tracking
 from rla_pipeline.tracking import HOST_TAG, PID_TAG, STARTED_TAG, process_alive, process_tags  # noqa: F401
 
 logger = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class MlflowRunHook:
 
         root = project_root()
         mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_experiment(os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT))
+        tracking.use_experiment(os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT))
         names = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
         names = [n for n in names if n] or ["__default__"]
         session_id = run_params.get("session_id") or run_params.get("run_id") or ""

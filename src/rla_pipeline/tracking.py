@@ -57,6 +57,25 @@ def _mlflow():
     return mlflow
 
 
+def use_experiment(name: str) -> None:
+    """``mlflow.set_experiment(name)``, but a new experiment in a local sqlite store keeps its artifacts in
+    ``mlruns/`` next to the database file, not in ``./mlruns`` of whatever directory the process runs in (a
+    worker started elsewhere would scatter weights over the working tree). Other stores keep their own default.
+    """
+    mlflow = _mlflow()
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and mlflow.get_experiment_by_name(name) is None:
+        from pathlib import Path
+
+        db = Path(uri[len("sqlite:///"):])
+        try:
+            mlflow.create_experiment(name, artifact_location=(db.resolve().parent / "mlruns").as_uri())
+        except Exception:  # noqa: BLE001 - another process created it first: fine, use theirs
+            if mlflow.get_experiment_by_name(name) is None:
+                raise
+    mlflow.set_experiment(name)
+
+
 def active() -> bool:
     try:
         return _mlflow().active_run() is not None

@@ -82,7 +82,7 @@ def _mlflow_parent(study, cfg: TuneConfig, storage_url: str, created: bool) -> I
     import mlflow
 
     if not tracking.active():  # a worker outside `kedro run`: MLflow's own URI (the CLI sets the project's)
-        mlflow.set_experiment(os.environ.get("RLA_MLFLOW_EXPERIMENT", "rla-pipeline"))
+        tracking.use_experiment(os.environ.get("RLA_MLFLOW_EXPERIMENT", "rla-pipeline"))
     parent_id = None
     if not created:
         deadline = time.monotonic() + 60.0
