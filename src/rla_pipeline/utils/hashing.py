@@ -90,7 +90,8 @@ def canonical(x: Any, _seen: frozenset = frozenset(), _depth: int = 0) -> Any:
 
     Used for the trainer's checkpoint key: a ``functools.partial`` gives its function, args and keywords; a
     function its qualified name, defaults and closure values; a bound method its object; a dataclass or plain
-    object its class and attributes; an ``nn.Module`` its class, attributes and a digest of its weights; arrays
+    object its class and attributes; an ``nn.Module`` its class, attributes, parameter shapes and a digest of its
+    fixed values (buffers, frozen parameters); arrays
     and tensors a digest of their values. What a function's *code* does is covered by the source digest
     (:func:`source_digests`), not here.
     """
@@ -133,7 +134,13 @@ def canonical(x: Any, _seen: frozenset = frozenset(), _depth: int = 0) -> Any:
                 "module": getattr(x, "__module__", None)}
     if isinstance(x, torch.nn.Module):
         attrs = {k: v for k, v in vars(x).items() if not k.startswith("_") and k != "training"}
-        return {"class": qualified_name(type(x)), "attrs": rec(attrs), "weights": state_dict_digest(x)}
+        # Fixed values only (buffers, frozen parameters, e.g. a frozen RLA giving targets): trainable weights are
+        # what training changes, and a resumed run restores them from the checkpoint.
+        fixed = {n: t for n, t in x.named_buffers()}
+        fixed.update({n: p for n, p in x.named_parameters() if not p.requires_grad})
+        shapes = [[n, list(p.shape)] for n, p in x.named_parameters()]
+        return {"class": qualified_name(type(x)), "attrs": rec(attrs), "fixed": nested_digest(fixed),
+                "parameters": shapes}
     if dataclasses.is_dataclass(x):
         return {"class": qualified_name(type(x)),
                 "fields": {f.name: rec(getattr(x, f.name)) for f in dataclasses.fields(x)}}
