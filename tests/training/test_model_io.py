@@ -83,3 +83,34 @@ def test_unregistered_models_missing_and_foreign_files_are_refused(tmp_path):
     save_file({k: v.contiguous() for k, v in wider.state_dict().items() if k != "head.weight"}, str(path), metadata=meta)
     with pytest.raises(ModelFileError, match="do not fit"):  # weights of another shape than the config says
         load_model(path)
+
+
+SAVE_SCRIPT = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from test_model_io import TiedConfig, TiedLM
+from rla_pipeline.training.model_io import save_model
+torch.manual_seed(0)
+save_model(TiedLM(TiedConfig()), sys.argv[1])
+"""
+
+
+def test_the_same_weights_saved_twice_give_identical_bytes(tmp_path):
+    """safetensors writes its metadata from a Rust HashMap whose order changes per process: the header is sorted."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = str(Path(__file__).resolve().parent)
+    paths = [tmp_path / f"m{i}.safetensors" for i in range(3)]
+    for p in paths:  # separate processes: another hash seed each time
+        res = subprocess.run([sys.executable, "-c", SAVE_SCRIPT, str(p), here], capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert res.returncode == 0, res.stderr[-2000:]
+    torch.manual_seed(0)
+    save_model(TiedLM(TiedConfig()), tmp_path / "here.safetensors")
+    blobs = {p.read_bytes() for p in [*paths, tmp_path / "here.safetensors"]}
+    assert len(blobs) == 1
+    loaded = load_model(paths[0])  # still a valid file that loads with its tying
+    assert loaded.head.weight is loaded.embed.weight

@@ -41,10 +41,12 @@ def _reader(url):
 
 
 def _load(storage):
-    try:
-        return optuna.load_study(study_name=STUDY, storage=storage)
-    except KeyError:
+    # The workers' study is STUDY + a key of their data and search space (tuning.study.study_storage_name).
+    names = [s.study_name for s in storage.get_all_studies() if s.study_name.startswith(STUDY + "-")]
+    if not names:
         return None
+    assert len(names) == 1, names  # every worker has the same data and space: one study
+    return optuna.load_study(study_name=names[0], storage=storage)
 
 
 def test_two_workers_and_a_killed_one_finish_exactly_n_trials_on_postgres(tmp_path_factory, project_root):

@@ -34,6 +34,11 @@ def _worker(storage, study, n, env, steps=30, log=None):
                             env=env, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
+def _name(study: str, n: int, steps: int) -> str:
+    """The study's keyed name in the storage (``study_name`` + digest of the tiny data and the search space)."""
+    return S.study_storage_name(tiny.tune_config(study, n, max_steps=steps), tiny.tiny_trial_data())
+
+
 def _counted(study):
     return study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
 
@@ -53,7 +58,7 @@ def test_two_worker_processes_finish_exactly_n_trials_with_mlflow_runs(tmp_path)
     for p in procs:
         assert p.wait(timeout=240) == 0, (tmp_path / "w0.log").read_text()[-3000:] + (tmp_path / "w1.log").read_text()[-3000:]
 
-    study = optuna.load_study(study_name="shared", storage=storage)
+    study = optuna.load_study(study_name=_name("shared", n, 30), storage=storage)
     counted = _counted(study)
     assert len(counted) == n
     numbers = [t.number for t in study.trials]
@@ -97,7 +102,7 @@ def test_killed_worker_resumes_keeping_finished_trials_and_best_shape_round_trip
             time.sleep(0.5)
             assert proc.poll() is None, (tmp_path / "w.log").read_text()[-3000:]
             try:
-                study = optuna.load_study(study_name="resume", storage=storage)
+                study = optuna.load_study(study_name=_name("resume", n, 200), storage=storage)
             except KeyError:
                 continue
             if len(_counted(study)) >= 1 and study.get_trials(states=(TrialState.RUNNING,)):
@@ -108,11 +113,11 @@ def test_killed_worker_resumes_keeping_finished_trials_and_best_shape_round_trip
         proc.send_signal(signal.SIGKILL)  # an interrupt that leaves a RUNNING trial behind
         proc.wait(timeout=30)
     before = {t.number: (t.state, t.value, t.params) for t in _counted(study)}
-    running = [t.number for t in optuna.load_study(study_name="resume", storage=storage).get_trials(
+    running = [t.number for t in optuna.load_study(study_name=_name("resume", n, 200), storage=storage).get_trials(
         states=(TrialState.RUNNING,))]
     assert before and running
 
-    cfg = tiny.tune_config("resume", n, max_steps=20)
+    cfg = tiny.tune_config("resume", n, max_steps=200)  # the same search space: the same study
     resumed = S.run_worker(storage, cfg, tiny.tiny_trial_data())
 
     assert len(_counted(resumed)) == n
@@ -150,6 +155,36 @@ def test_killed_worker_resumes_keeping_finished_trials_and_best_shape_round_trip
     assert png.load()[:8] == b"\x89PNG\r\n\x1a\n"
     table = trials_table(again)
     assert set(table["state"]) <= {"COMPLETE", "PRUNED", "FAIL"} and (table["latent_size"].dropna() > 0).all()
+
+
+def test_same_name_with_other_data_or_space_gets_its_own_study(tmp_path, monkeypatch, caplog):
+    """The study is keyed by name + data + search space: trials of other data are never mixed in or reused."""
+    import dataclasses
+    import logging
+
+    monkeypatch.setenv("RLA_TUNE_MLFLOW", "0")
+    storage = sqlite_url(tmp_path / "optuna.db")
+    cfg = tiny.tune_config("keyed", 2, max_steps=10)
+    first = S.run_worker(storage, cfg, tiny.tiny_trial_data(seed=0))
+    assert len(_counted(first)) == 2
+    with caplog.at_level(logging.WARNING, logger="rla_pipeline.tuning.study"):
+        other_data = S.run_worker(storage, cfg, tiny.tiny_trial_data(seed=5))
+    assert other_data.study_name != first.study_name and len(_counted(other_data)) == 2  # trained, not reused
+    assert f"study {first.study_name!r} in this storage has other data" in caplog.text
+    other_space = S.run_worker(storage, dataclasses.replace(cfg, shapes=["4x8", "8x8"]), tiny.tiny_trial_data(seed=0))
+    assert other_space.study_name not in (first.study_name, other_data.study_name)
+    # the same data and space: the first study again, its finished trials reused as they are
+    again = S.run_worker(storage, cfg, tiny.tiny_trial_data(seed=0))
+    assert again.study_name == first.study_name and len(again.trials) == len(first.trials)
+    names = optuna.get_all_study_names(storage)
+    assert len(names) == 3 and all(n.startswith("keyed-") for n in names)
+    for name in names:  # each study holds only its own trials
+        assert len(_counted(optuna.load_study(study_name=name, storage=storage))) == 2
+    # a study whose recorded key is another (e.g. written by an older version under this name) is refused
+    optuna.load_study(study_name=first.study_name, storage=storage).set_user_attr(S.KEY_ATTR, {"data": "x",
+                                                                                             "space": "y"})
+    with pytest.raises(RuntimeError, match="other data and space"):
+        S.run_worker(storage, cfg, tiny.tiny_trial_data(seed=0))
 
 
 @pytest.mark.parametrize("module", ["rla_pipeline.pipelines.tune.worker", "rla_pipeline.tuning.study"])

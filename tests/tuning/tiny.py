@@ -24,6 +24,9 @@ class TinyTokenPairs(Dataset):
         self.s_t = torch.randn(n, N_TOKENS, TOKEN_DIM, generator=g)
         action = torch.randn(n, ACTION_DIM, generator=g)
         self.s_th = self.s_t + torch.tanh(action @ w).reshape(n, N_TOKENS, TOKEN_DIM)
+        from rla_pipeline.utils.hashing import nested_digest
+
+        self.fingerprint = nested_digest(self.s_t, self.s_th)  # content digest, as TokenPairDataset has
 
     num_tokens, token_dim = N_TOKENS, TOKEN_DIM
 
@@ -39,13 +42,13 @@ TRAINER = dict(run_name="tiny", max_steps=10, batch_size=32, lr=1e-3, warmup_ste
                log_every=10, val_every=10, device="cpu", progress=False, seed=0)
 
 
-def tiny_trial_data():
+def tiny_trial_data(seed: int = 0):
     """Trials built the way the tune stage builds them (``stages.tune.rla_trial_data`` over ``RLAData``)."""
     from rla_pipeline.models.rla import RLAConfig
     from rla_pipeline.stages.rla import RLAData
     from rla_pipeline.stages.tune import rla_trial_data
 
-    data = RLAData(TinyTokenPairs(256, seed=0), TinyTokenPairs(64, seed=1), token_stats=None)
+    data = RLAData(TinyTokenPairs(256, seed=seed), TinyTokenPairs(64, seed=seed + 1), token_stats=None)
     return rla_trial_data(data, RLAConfig.from_dict(RLA_MODEL), TRAINER)
 
 

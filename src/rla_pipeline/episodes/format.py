@@ -294,6 +294,10 @@ class EpisodeStore:
     def episode_dir(self, eid: str) -> Path:
         return self.root / eid
 
+    def resolve(self, relative: str | os.PathLike) -> Path:
+        """A ``path`` of :meth:`index` (relative to the store root) as a path under this store's root."""
+        return self.root / Path(relative)
+
     def video_path(self, eid: str, cam: str | None = None) -> Path:
         cam = cam or self.read_meta(eid).cameras[0]
         return self.episode_dir(eid) / "videos" / f"{cam}.mp4"
@@ -423,13 +427,18 @@ class EpisodeStore:
         return h.hexdigest()
 
     def index(self, episode_ids: list[str] | None = None) -> pd.DataFrame:
-        """One row per episode: its metadata fields, folder path and size in bytes."""
+        """One row per episode: its metadata fields, folder path and size in bytes.
+
+        ``path`` is the episode folder *relative to the store root* (posix), never absolute: the index is a DVC
+        output, and a moved data folder or a clone elsewhere must give the same bytes. :meth:`resolve` turns it
+        back into a path under this store.
+        """
         rows = []
         for eid in episode_ids if episode_ids is not None else self.episode_ids():
             d = dataclasses.asdict(self.read_meta(eid))
             d["extra"] = json.dumps(d["extra"], sort_keys=True)
             d["cameras"] = ",".join(d["cameras"])
-            d["path"] = str(self.episode_dir(eid))
+            d["path"] = self.episode_dir(eid).relative_to(self.root).as_posix()
             d["bytes"] = sum(p.stat().st_size for p in self.episode_dir(eid).rglob("*") if p.is_file())
             rows.append(d)
         columns = [f.name for f in dataclasses.fields(EpisodeMeta)] + ["path", "bytes"]

@@ -38,7 +38,24 @@ def rla_trial_data(data: RLAData, model: RLAConfig, trainer: dict[str, Any]) -> 
         tcfg["progress"] = False
         return train(net, rla_loss, data.train, data.val, TrainerConfig.from_dict(tcfg), callbacks=(callback,))
 
-    return TrialData(train_one=train_one, describe={"train_pairs": len(data.train), "val_pairs": len(data.val)})
+    return TrialData(train_one=train_one, describe={"train_pairs": len(data.train), "val_pairs": len(data.val)},
+                     fingerprint=trial_data_fingerprint(data, model, trainer))
+
+
+def trial_data_fingerprint(data: RLAData, model: RLAConfig, trainer: dict[str, Any]) -> str | None:
+    """Digest of what every trial trains on and with: the token pairs' content (feature cache entries of the
+    episode split), the token statistics, the RLA config and the trainer's numeric fields. Part of the study's
+    key (``tuning.study.study_storage_name``). None when the datasets have no content fingerprint."""
+    from rla_pipeline.training.config import HASHED_FIELDS
+    from rla_pipeline.training.resume import dataset_fingerprint
+    from rla_pipeline.utils.hashing import canonical, nested_digest
+
+    train_fp, val_fp = dataset_fingerprint(data.train), dataset_fingerprint(data.val)
+    if train_fp is None or val_fp is None:
+        return None
+    return nested_digest({"train": [train_fp, len(data.train)], "val": [val_fp, len(data.val)],
+                          "token_stats": canonical(data.token_stats), "model": canonical(model),
+                          "trainer": {k: trainer[k] for k in HASHED_FIELDS if k in trainer}})
 
 
 def build_trial_data(feature_cache, episode_index: pd.DataFrame, episode_splits: pd.DataFrame, rla_params,

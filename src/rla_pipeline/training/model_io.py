@@ -11,6 +11,7 @@ File layout (``safetensors`` header metadata, all strings):
     aliases JSON {dropped_name: kept_name} for tensors that share memory (tied weights): safetensors
             refuses shared tensors, so each storage is written once and the aliases restored on load.
 Tensors: the model's ``state_dict`` as contiguous CPU tensors (dtypes kept).
+Bytes: deterministic (header keys sorted, see :func:`sort_header`): the same weights give the same file.
 
 ```python
 save_model(model, "data/06_models/rla.safetensors")   # atomic: temp file, then rename
@@ -24,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +90,26 @@ def save_model(model: nn.Module, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+        sort_header(tmp)
     return path
+
+
+def sort_header(path: str | os.PathLike) -> None:
+    """Rewrite a safetensors file's JSON header in place with its metadata keys sorted, so the same weights give
+    the same bytes (DVC hashes, golden files). safetensors writes the metadata from a Rust ``HashMap``, whose
+    order changes from process to process. The header keeps its length, so the tensor data is not moved."""
+    with open(path, "r+b") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        ordered = {}
+        if "__metadata__" in header:
+            ordered["__metadata__"] = dict(sorted(header.pop("__metadata__").items()))
+        ordered.update(sorted(header.items()))  # tensor entries: offsets are explicit, their order is free
+        blob = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(blob) > n:
+            raise ModelFileError(f"{path}: re-serialised safetensors header grew ({len(blob)} > {n} bytes)")
+        fh.seek(8)
+        fh.write(blob + b" " * (n - len(blob)))  # safetensors pads its header with spaces (8-byte alignment)
 
 
 def load_model(path: str | os.PathLike) -> nn.Module:

@@ -39,7 +39,7 @@ def tuned_shape(study, cfg: TuneConfig, storage_url: str) -> dict[str, Any]:
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise RuntimeError(f"study {cfg.study_name!r} has no COMPLETE trial: no shape to choose")
+        raise RuntimeError(f"study {study.study_name!r} has no COMPLETE trial: no shape to choose")
     best = study.best_trial
     k, d = parse_shape(best.params["shape"])
     table = trials_table(study)
@@ -51,8 +51,8 @@ def tuned_shape(study, cfg: TuneConfig, storage_url: str) -> dict[str, Any]:
         "best_value": float(best.value),
         "metric": f"val_{cfg.metric}",
         "best_trial": int(best.number),
-        "study_name": cfg.study_name,
-        "storage": redact_url(storage_url),
+        "study_name": study.study_name,  # the keyed name in the storage (tune.study_name + data/space key)
+        "storage": portable_url(storage_url),
         "n_complete": len(complete),
         "n_pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
         "trials": [
@@ -95,3 +95,20 @@ def tradeoff_figure(trials: list[dict], metric: str = "val_l1", best_trial: int 
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def portable_url(url: str) -> str:
+    """``redact_url``, and an sqlite file under the working directory as a relative path: ``rla_tuned_shape`` is a
+    DVC output, and an absolute path would make its hash depend on where the clone lives."""
+    import os
+    from pathlib import Path
+
+    url = redact_url(url)
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        path = Path(url[len(prefix):])
+        try:
+            return prefix + path.resolve().relative_to(Path(os.getcwd()).resolve()).as_posix()
+        except ValueError:
+            return url
+    return url

@@ -52,8 +52,9 @@ def _rdb_storage(storage_url: str, cfg: TuneConfig):
         )
 
 
-def open_study(storage_url: str, cfg: TuneConfig, worker_seed: int | None = None):
-    """Create or join the study ``cfg.study_name`` with heartbeat + retry of dead trials -> (study, created)."""
+def open_study(storage_url: str, cfg: TuneConfig, worker_seed: int | None = None, name: str | None = None):
+    """Create or join the study ``name`` (default ``cfg.study_name``; ``run_worker`` passes the keyed name,
+    ``tuning.study.study_storage_name``) with heartbeat + retry of dead trials -> (study, created)."""
     import optuna
 
     for attempt in range(3):  # two processes creating the schema of a fresh database at once may collide
@@ -66,7 +67,7 @@ def open_study(storage_url: str, cfg: TuneConfig, worker_seed: int | None = None
             time.sleep(1.0 + attempt)
     seed = cfg.seed if worker_seed is None else worker_seed
     kwargs = dict(
-        study_name=cfg.study_name,
+        study_name=name or cfg.study_name,
         storage=storage,
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, len(cfg.shapes))),

@@ -4,6 +4,10 @@ What a trial trains is given from outside as :class:`TrialData` (``stages.tune``
 builders): this package knows Optuna, not the stages. The objective is the trainer's validation metric
 (``cfg.metric``), reported at every validation so that Optuna's ``MedianPruner`` stops bad shapes early.
 
+The study's name in the storage is ``<tune.study_name>-<key>``, the key a digest of the trial data's fingerprint and
+the search space (:func:`study_storage_name`): asking for the same name with other data or another space opens
+another study, never adds trials to the old one (the log names the other studies of that name).
+
 Exactly ``n_trials`` trials end COMPLETE or PRUNED however many workers run: a worker stops when the finished plus
 running trials reach the budget, and a trial that finds ``n_trials`` trials with smaller numbers already claimed
 steps back (state FAIL, user attr ``over_budget``) without training. That closes the race between two workers
@@ -45,6 +49,58 @@ class TrialData:
 
     train_one: Callable[..., Any]
     describe: dict[str, Any] = field(default_factory=dict)
+    # Digest of what a trial trains on and with (data content, split, model/trainer settings): part of the
+    # study's key, so a study of the same name on other data never mixes its trials with these.
+    fingerprint: str | None = None
+
+
+# What changes a trial's result (the search space, how a trial trains and is judged); not the budget n_trials
+# (a resumed study may be given more), the storage, the seed offsets, the heartbeat or the timeout.
+SPACE_FIELDS = ("shapes", "lr_low", "lr_high", "max_steps", "val_every", "batch_size", "metric",
+                "pruner_startup_trials", "pruner_warmup_steps")
+KEY_ATTR = "rla_study_key"
+
+
+def study_key_parts(cfg: TuneConfig, data: TrialData) -> dict[str, str]:
+    """``{"data": ..., "space": ...}``: the digests that, with ``cfg.study_name``, name the study in the storage."""
+    from rla_pipeline.utils.hashing import nested_digest
+
+    return {"data": str(data.fingerprint), "space": nested_digest({f: getattr(cfg, f) for f in SPACE_FIELDS})[:8]}
+
+
+def study_storage_name(cfg: TuneConfig, data: TrialData) -> str:
+    """The study's name in the storage: ``<study_name>-<key>``, the key a digest of the trials' data and search
+    space. Workers with the same data and space join one study; other data or another space gets its own."""
+    from rla_pipeline.utils.hashing import nested_digest
+
+    return f"{cfg.study_name}-{nested_digest(study_key_parts(cfg, data))[:10]}"
+
+
+def _check_key(study, cfg: TuneConfig, parts: dict[str, str]) -> None:
+    """Record the key parts in a new study; refuse a study whose recorded key is another (never mix trials)."""
+    stored = study.user_attrs.get(KEY_ATTR)
+    if stored is None:
+        study.set_user_attr(KEY_ATTR, parts)
+    elif stored != parts:
+        changed = [k for k in parts if stored.get(k) != parts[k]]
+        raise RuntimeError(f"study {study.study_name!r} was made for other {' and '.join(changed)} "
+                           f"({stored} != {parts}); refusing to add trials to it")
+
+
+def _log_siblings(storage_url: str, name: str, cfg: TuneConfig, parts: dict[str, str]) -> None:
+    """Say so when the storage holds studies of the same ``study_name`` for other data or another space."""
+    import optuna
+
+    try:
+        summaries = optuna.get_all_study_summaries(storage_url, include_best_trial=False)
+    except Exception:  # noqa: BLE001 - informative only
+        return
+    for summ in summaries:
+        if summ.study_name != name and summ.study_name.startswith(cfg.study_name + "-"):
+            old = summ.user_attrs.get(KEY_ATTR) or {}
+            changed = [k for k in parts if old.get(k) != parts[k]] or ["key"]
+            logger.warning("study %r in this storage has other %s; its trials are not reused: this run uses %r",
+                           summ.study_name, " and ".join(changed), name)
 
 
 def _counted_states():
@@ -190,9 +246,18 @@ def run_worker(storage_url: str, cfg: TuneConfig, data: TrialData, worker_seed: 
     import optuna
 
     seed = (cfg.seed + os.getpid()) % (2**31) if worker_seed is None else worker_seed
-    study, created = open_study(storage_url, cfg, worker_seed=seed)
+    if data.fingerprint is None:
+        warnings.warn(f"tune: the trial data of study {cfg.study_name!r} has no fingerprint; the study is keyed by "
+                      "its search space only, so a study on other data could be reused", stacklevel=2)
+    name, parts = study_storage_name(cfg, data), study_key_parts(cfg, data)
+    study, created = open_study(storage_url, cfg, worker_seed=seed, name=name)
+    if created:
+        _log_siblings(storage_url, name, cfg, parts)
+    _check_key(study, cfg, parts)
+    logger.info("tune: study %r (name %r + data %s + search space %s)", name, cfg.study_name, parts["data"],
+                parts["space"])
     if n_counted(study) >= cfg.n_trials:
-        logger.info("study %s already has %d finished trials: nothing to do", cfg.study_name, cfg.n_trials)
+        logger.info("study %s already has %d finished trials: nothing to do", name, cfg.n_trials)
         return study
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -74,7 +75,8 @@ def build_episode_index(
             if not skip_bad_episodes:
                 raise
             logger.warning("dropping bad episode %s: %s", eid, exc)
-            skipped.append({**{c: r.get(c) for c in SKIPPED_COLUMNS}, "path": exc.path, "reason": exc.reason})
+            skipped.append({**{c: r.get(c) for c in SKIPPED_COLUMNS}, "path": _store_relative(store, exc.path),
+                            "reason": exc.reason})
             continue
         good.append(eid)
     index = store.index(good)
@@ -84,6 +86,14 @@ def build_episode_index(
         {"episode_id": str, "task": str, "kind": str, "source": str, "path": str, "reason": str}
     )
     return index, skipped_df
+
+
+def _store_relative(store: EpisodeStore, path: str) -> str:
+    """A file inside the store as a path relative to its root (outputs hold no absolute paths); others as given."""
+    try:
+        return Path(path).resolve().relative_to(Path(store.root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def ingestion_summary(index: pd.DataFrame, rows: pd.DataFrame, skipped: pd.DataFrame) -> pd.DataFrame:
