@@ -1,7 +1,8 @@
 """Which conditioning predicts better: the world models trained on commanded actions vs on joint-position chunks,
 same data, same budget, same seed, then the prediction table (with its episode-level bootstrap intervals).
 
-    python scripts/compare_conditioning.py DATA_ROOT [--steps 150] [--conf conf] [--env ENV] [--out table.md]
+    python scripts/compare_conditioning.py DATA_ROOT [--steps 150] [--models rla_wm,deterministic,absolute_flow]
+        [--conf conf] [--env ENV] [--out table.md]
 
 DATA_ROOT: a data root after `kedro run --pipelines=ingestion,features,rla` (feature cache, splits, index and
 rla_model). The world-model parameters are conf/base's (plus ``--env``'s) with ``trainer.max_steps = --steps`` and
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--env", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--models", default="rla_wm,deterministic,absolute_flow",
+                    help="comma-separated subset of rla_wm, deterministic, absolute_flow (rla_wm always runs)")
     a = ap.parse_args()
 
     from rla_pipeline.features.cache import FeatureCache
@@ -55,8 +58,10 @@ def main() -> None:
         p = {**base, "conditioning": cond}
         t0 = time.perf_counter()
         r = wm.train_rla_world_model(rla, cache, splits, index, p, "cpu", None, a.seed)
-        d = wm.train_deterministic_baseline(cache, splits, index, p, "cpu", None, a.seed)
-        f = wm.train_absolute_flow_baseline(cache, splits, index, p, "cpu", None, a.seed)
+        d = (wm.train_deterministic_baseline(cache, splits, index, p, "cpu", None, a.seed)
+             if "deterministic" in a.models.split(",") else None)
+        f = (wm.train_absolute_flow_baseline(cache, splits, index, p, "cpu", None, a.seed)
+             if "absolute_flow" in a.models.split(",") else None)
         table, _, _ = wm.evaluate_world_models(r, d, f, cache, splits, index, p, a.seed)
         tables.append(table.assign(conditioning=cond))
         print(f"{cond}: trained and evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
