@@ -91,3 +91,57 @@ def test_the_world_model_has_an_action_mlp_per_robot(own_data):
         assert m.config.robots == {"arm4": 4, "arm7": 7} and m.config.action_dim == 7
         with pytest.raises(ValueError, match="no action encoder for robot"):
             m.robot_ids(["so100"])
+
+
+@pytest.fixture(scope="module")
+def sim_and_lerobot(tmp_path_factory, project_root):
+    """ManiSkill PullCube-v1 episodes (Panda, real simulator, test sizes) + a LeRobot v3.0 dataset of another arm,
+    through `world_model_from_data` with the paper's conditioning: joint positions (Panda qpos 9-d, the arm's
+    2-d observation.state)."""
+    from bench_import import write_lerobot_v3
+
+    tmp = tmp_path_factory.mktemp("simlr")
+    arm = write_lerobot_v3(tmp / "rec" / "arm", n_episodes=4, frames=16, action_dim=6, robot="lerobot_arm",
+                           episodes_per_file=2, size=32, seed=3)
+    conf = _conf(project_root, tmp, {"run_simulation": True,
+                                     "lerobot_datasets": [{"path": str(arm), "image_size": 32}]})
+    env_dir = conf / "owndata"
+    (env_dir / "parameters.yml").write_text(yaml.safe_dump({"device": "cpu", "tasks": ["PullCube-v1"],
+                                                            "checkpoint_root": None}))
+    wm = yaml.safe_load((env_dir / "parameters_world_model.yml").read_text())
+    wm["world_model"]["conditioning"] = "joint_positions"
+    (env_dir / "parameters_world_model.yml").write_text(yaml.safe_dump(wm))
+    env = {**os.environ, "RLA_DATA_ROOT": str(tmp / "data"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+           "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "2", "MS_SKIP_ASSET_DOWNLOAD_PROMPT": "1"}
+    cmd = [str(BIN / "kedro"), "run", "--pipelines=world_model_from_data", "--env=owndata", f"--conf-source={conf}"]
+    res = subprocess.run(cmd, cwd=project_root, env=env, capture_output=True, text=True, timeout=1500)
+    assert res.returncode == 0, f"kedro run failed:\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}"
+    return tmp / "data"
+
+
+def test_one_world_model_over_a_maniskill_arm_and_a_lerobot_arm(sim_and_lerobot):
+    import torch
+
+    from rla_pipeline.training.model_io import load_model
+
+    data = sim_and_lerobot
+    index = pd.read_parquet(data / "02_intermediate" / "episode_index.parquet")
+    assert {"panda", "lerobot_arm"} <= set(index["robot"])  # robot identity from the episodes' metadata
+    table = pd.read_parquet(data / "08_reporting" / "wm_prediction_table.parquet")
+    assert set(table["robot"]) == {"panda", "lerobot_arm"}  # one world model, evaluated on each arm
+    assert table.loc[table.model != "copy", "token_l1"].notna().all()
+    for name in ("world_model", "wm_baseline_deterministic", "wm_baseline_absolute_flow"):
+        m = load_model(data / "06_models" / f"{name}.safetensors")
+        # joint positions: Panda's 9-d qpos and the arm's 2-d state, each with its own action MLP
+        assert m.config.conditioning == "joint_positions"
+        assert m.config.robots == {"lerobot_arm": 2, "panda": 9} and m.config.action_dim == 9
+        # per-robot normalisation: each robot's own statistics over its own columns, padding left at 0 / 1
+        arm, panda = m.robots.index("lerobot_arm"), m.robots.index("panda")
+        assert torch.all(m.robot_action_mean[arm, 2:] == 0) and torch.all(m.robot_action_std[arm, 2:] == 1)
+        assert not torch.allclose(m.robot_action_mean[arm, :2], m.robot_action_mean[panda, :2])
+        assert (m.robot_action_std[panda] > 0).all()
+        with pytest.raises(ValueError, match=r"no action encoder for robot\(s\) \['so100'\]"):
+            m.robot_ids(["so100"])
+        s = torch.zeros(1, m.config.num_tokens, m.config.token_dim)
+        with pytest.raises(ValueError, match="no action encoder for robot"):
+            m.predict_next(s, torch.zeros(1, 3, 9), torch.ones(1, 3, dtype=torch.bool), robot="so100")

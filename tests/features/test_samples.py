@@ -86,3 +86,36 @@ def test_action_stats_are_the_mean_and_floored_std_of_the_actions(filled):
     acts = np.concatenate([cache.steps(e)["action"] for e in ids if "action" in cache.steps(e)])
     np.testing.assert_allclose(stats["mean"], acts.mean(0), rtol=1e-5, atol=1e-6)
     assert stats["std"].shape == (4,) and (stats["std"] > 0).all()  # constant dims floored, not zero
+
+
+def test_joint_position_chunks_are_the_positions_reached_over_the_chunk(filled):
+    """conditioning "joint_positions": the chunk of pair (t, t+h) is q_{t+1..t+h} (the paper's action space), the
+    last frame holds its position; the view hands that signal to code written against commanded actions."""
+    from rla_pipeline.features.samples import ConditionedCache, conditioning_signal
+
+    cache, index = filled
+    demo = [e for e in index["episode_id"] if "demo" in e]
+    ds = TokenPairDataset(cache, index, demo, SampleConfig(h_min=2, h_max=5, action_source="joint_positions"))
+    checked = 0
+    for i in range(0, len(ds), 5):
+        s = ds[i]
+        t, h = int(s["t"]), int(s["h"])
+        q = cache.steps(s["episode_id"])["proprio"]
+        assert not np.array_equal(q[t + 1], q[t])  # the fixture's proprio moves, so an off-by-one would show
+        np.testing.assert_array_equal(s["actions"][:h].numpy(), q[t + 1 : t + h + 1])
+        assert s["action_mask"][:h].all() and not s["action_mask"][h:].any()
+        checked += 1
+    assert checked > 3
+    q = cache.steps(demo[0])["proprio"]
+    sig = conditioning_signal(cache.steps(demo[0]), "joint_positions")
+    assert sig.shape == q.shape and np.array_equal(sig[-1], q[-1]) and np.array_equal(sig[:-1], q[1:])
+    view = ConditionedCache(cache, "joint_positions")
+    np.testing.assert_array_equal(view.steps(demo[0])["action"], sig)
+    assert view.manifest().equals(cache.manifest())  # everything else is the cache's
+    actionless = [e for e in index["episode_id"] if "actionless" in e]
+    assert "action" not in view.steps(actionless[0])  # no proprio: no conditioning signal
+    stats = action_stats(cache, demo, "joint_positions")
+    np.testing.assert_allclose(stats["mean"], np.concatenate(
+        [conditioning_signal(cache.steps(e), "joint_positions") for e in demo]).mean(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="action_source must be one of"):
+        SampleConfig(action_source="qpos")

@@ -62,3 +62,30 @@ def test_one_robot_models_keep_the_old_layout_and_need_no_robot():
     enc = ActionEncoder(7, 8, 16, {"a": 7, "b": 2})
     with pytest.raises(ValueError, match="pass the robot index"):
         enc(a, mask)
+
+
+def test_each_robot_is_normalised_by_its_own_action_statistics():
+    """Per-robot statistics: one robot's chunk is normalised by its own mean/std (over its own columns, padding
+    columns left at 0 / 1), so the same raw numbers normalise differently for two robots; one-robot models keep the
+    shared statistics; the conditioning is recorded in the config."""
+    m = _model("deterministic", {"arm7": 7, "arm4": 4})
+    m.set_robot_action_stats({"arm4": {"mean": [1.0, 2.0, 3.0, 4.0], "std": [2.0, 2.0, 2.0, 0.0]},
+                              "arm7": {"mean": [0.0] * 7, "std": [1.0] * 7}})
+    i4 = m.robots.index("arm4")
+    assert torch.equal(m.robot_action_mean[i4], torch.tensor([1.0, 2, 3, 4, 0, 0, 0]))
+    assert m.robot_action_std[i4, 3] > 0 and torch.equal(m.robot_action_std[i4, 4:], torch.ones(3))  # floored
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0]).expand(1, 3, 4)  # exactly arm4's mean: normalises to zero for arm4
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    zero = m.action_encoder(torch.zeros(1, 3, 7), mask, torch.tensor([i4]))
+    assert torch.allclose(m.action_token(a, mask, "arm4"), zero, atol=1e-6)
+    assert not torch.allclose(m.action_token(a, mask, "arm7"), m.action_encoder(torch.zeros(1, 3, 7), mask,
+                                                                              torch.tensor([1 - i4])), atol=1e-4)
+    with pytest.raises(ValueError, match=r"no statistics for robot\(s\) \['arm7'\]"):
+        m.set_robot_action_stats({"arm4": {"mean": [0.0] * 4, "std": [1.0] * 4}})
+    with pytest.raises(ValueError, match="no per-robot action encoders"):
+        _model("deterministic", {}).set_robot_action_stats({})
+    from rla_pipeline.models.world_model import WorldModelConfig
+
+    assert m.config.conditioning == "actions"
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        WorldModelConfig(conditioning="qpos")

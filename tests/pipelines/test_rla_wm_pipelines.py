@@ -197,3 +197,50 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_joint_position_conditioning_trains_evaluates_and_keeps_wmrl_on_actions(tiny_cache, project_root, tmp_path):
+    """world_model.conditioning: joint_positions conditions every model on the proprio chunks (recorded in the
+    saved config), the table feeds them joint positions, and WMRL gets an RLA-WM conditioned on actions."""
+    from rla_pipeline.episodes.format import EpisodeStore
+    from rla_pipeline.features.cache import FeatureCache, FeatureCacheConfig
+    from rla_pipeline.features.encoder import DinoEncoder, EncoderConfig
+    from rla_pipeline.stages import rla as rla_nodes
+    from rla_pipeline.stages import world_model as wm_nodes
+    from rla_pipeline.stages.checks import DataCheckError
+
+    cache, index, manifest = tiny_cache
+    rp = _params(project_root, "rla")
+    rp["trainer"] = {**rp["trainer"], "max_steps": 3, "val_every": 3, "warmup_steps": 0}
+    wp = _params(project_root, "world_model")
+    wp["trainer"] = {**wp["trainer"], "max_steps": 3, "val_every": 3, "warmup_steps": 0}
+    wp = {**wp, "budget": "same_steps", "conditioning": "joint_positions"}
+    splits = rla_nodes.split_episodes(index, manifest, rp, seed=0)
+    rla = rla_nodes.train_rla(cache, splits, index, rp, "cpu")
+    wm = wm_nodes.train_rla_world_model(rla, cache, splits, index, wp, "cpu")
+    det = wm_nodes.train_deterministic_baseline(cache, splits, index, wp, "cpu", None, 0, rp)
+    absf = wm_nodes.train_absolute_flow_baseline(cache, splits, index, wp, "cpu", None, 0, rp)
+    for m in (wm, det, absf):  # the synthetic proprio is 2-d (actions are 4-d): the models read the proprio
+        assert m.config.conditioning == "joint_positions" and m.config.action_dim == 2
+    table, _, _ = wm_nodes.evaluate_world_models(wm, det, absf, cache, splits, index, wp, seed=0)
+    assert np.isfinite(table.token_l1).all() and set(table.horizon) == {2, 5, 10}
+    rl_wm = wm_nodes.world_model_for_rl(wm, rla, cache, splits, index, wp, "cpu")
+    assert rl_wm is not wm and rl_wm.config.conditioning == "actions" and rl_wm.config.action_dim == 4
+    assert wm_nodes.world_model_for_rl(rl_wm, rla, cache, splits, index, wp, "cpu") is rl_wm  # actions: as is
+    with pytest.raises(ValueError, match="conditioned differently"):
+        wm_nodes.evaluate_world_models(rl_wm, det, absf, cache, splits, index, wp, seed=0)
+    with pytest.raises(ValueError, match="disagrees with world_model.conditioning"):
+        wm_nodes.WorldModelStageConfig.from_dict({**wp, "samples": {"action_source": "proprio"}})
+
+    # labelled episodes without proprio (a LeRobot dataset imported without its state): stop up front, clearly
+    store = EpisodeStore(tmp_path / "episodes")
+    for eid in index.episode_id:
+        ep = EpisodeStore(cache.root.parent / "episodes").read(eid)
+        ep.steps["proprio"] = None
+        ep.meta.proprio_dim = None
+        store.write(ep)
+    bare = FeatureCache(tmp_path / "cache")
+    enc = DinoEncoder(EncoderConfig(weights="random", image_size=56, device="cpu", batch_size=32))
+    bare.update(store, enc, cfg=FeatureCacheConfig(progress=False))
+    with pytest.raises(DataCheckError, match=r"conditioning is joint_positions.*have none.*conditioning: actions"):
+        wm_nodes.train_rla_world_model(rla, bare, splits, store.index(), wp, "cpu")

@@ -73,7 +73,7 @@ def test_world_model_stops_when_no_train_episode_has_actions(cache, project_root
     splits = _splits(index, _ids(index, "actionless"), _ids(index, "demo"))
     msg = _raises_fast(wm.train_absolute_flow_baseline, c, splits, index, _params(project_root, "world_model"),
                        "cpu", match="no train episode has actions")
-    assert "use_actions: true" in msg and "action_source: proprio" in msg
+    assert "use_actions: true" in msg and "run_simulation: true" in msg
 
 
 def test_world_model_stops_when_horizons_exceed_the_val_episodes(cache, project_root):

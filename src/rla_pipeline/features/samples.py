@@ -23,6 +23,57 @@ from rla_pipeline.utils.config import from_dict
 
 logger = logging.getLogger(__name__)
 
+SOURCES = ("action", "joint_positions", "proprio")
+# world_model.conditioning (the user-facing key) -> the SampleConfig.action_source it reads
+CONDITIONING = {"actions": "action", "joint_positions": "joint_positions"}
+
+
+def conditioning_signal(steps: dict[str, np.ndarray], source: str = "action") -> np.ndarray | None:
+    """The per-step conditioning signal of one episode, float32 (T, A), row t conditioning the step t -> t+1;
+    None when the episode lacks it.
+
+    ``steps``: ``FeatureCache.steps(eid)`` (``action`` (T, A), ``proprio`` (T, P)). "action": the commanded actions
+    (row t is applied after frame t). "joint_positions": ``proprio`` (joint positions, qpos for ManiSkill episodes)
+    shifted by one, row t = the positions at frame t+1 (the last row repeats the final positions), so the chunk of a
+    pair (t, t+h) is q_{t+1..t+h}: the joint positions the arm passes through up to the target frame, as the paper's
+    world model is conditioned (its release uses joint-position targets as actions, a_t ~ q_{t+1}). "proprio": the
+    rows unshifted (q_t..q_{t+h-1}).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"conditioning source must be one of {SOURCES}, got {source!r}")
+    if source == "action":
+        return steps.get("action")
+    q = steps.get("proprio")
+    if q is None or source == "proprio":
+        return q
+    return np.concatenate([q[1:], q[-1:]]) if len(q) else q
+
+
+class ConditionedCache:
+    """A FeatureCache view whose ``steps(eid)["action"]`` is the ``source`` conditioning signal (absent when the
+    episode lacks it); everything else is the cache's. It lets code written against commanded actions (the
+    prediction table's rollouts, ``evaluation.metrics``) evaluate a world model conditioned on joint positions."""
+
+    def __init__(self, cache, source: str = "action"):
+        if source not in SOURCES:
+            raise ValueError(f"conditioning source must be one of {SOURCES}, got {source!r}")
+        self.cache, self.source = cache, source
+
+    def steps(self, eid: str) -> dict[str, np.ndarray]:
+        steps = self.cache.steps(eid)
+        if self.source == "action":
+            return steps
+        out = {k: v for k, v in steps.items() if k != "action"}
+        sig = conditioning_signal(steps, self.source)
+        if sig is not None:
+            out["action"] = sig
+        return out
+
+    def __getattr__(self, name):  # tokens, manifest, root, ... of the wrapped cache
+        if name == "cache":
+            raise AttributeError(name)
+        return getattr(self.cache, name)
+
 
 @dataclass
 class SampleConfig:
@@ -30,7 +81,9 @@ class SampleConfig:
 
     h_min, h_max: horizon range in frames; each index i is a start frame t, and h is drawn uniformly from
         [h_min, min(h_max, T-1-t)] deterministically from (seed, epoch, i). Starts with t > T-1-h_min are not used.
-    action_source: "action" (the recorded actions) or "proprio" (proprio states as a stand-in action signal).
+    action_source: the conditioning signal (see :func:`conditioning_signal`): "action" (the commanded actions),
+        "joint_positions" (the robot's joint positions from ``proprio``, shifted so row t is the position reached
+        at frame t+1: the paper's action space) or "proprio" (proprio rows unshifted, row t = state at frame t).
     action_dim: width A of the action chunk; None = the largest action width among the dataset's episodes
         (narrower episodes are zero-padded on the right).
     seed: base seed of the horizon draws.
@@ -45,8 +98,8 @@ class SampleConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.h_min <= self.h_max:
             raise ValueError(f"need 1 <= h_min <= h_max, got h_min={self.h_min}, h_max={self.h_max}")
-        if self.action_source not in ("action", "proprio"):
-            raise ValueError(f"action_source must be 'action' or 'proprio', got {self.action_source!r}")
+        if self.action_source not in SOURCES:
+            raise ValueError(f"action_source must be one of {SOURCES}, got {self.action_source!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "SampleConfig":
@@ -59,7 +112,7 @@ def action_stats(cache: FeatureCache, episode_ids: Sequence[str], source: str = 
     Episodes without that signal are skipped; narrower ones are zero-padded to ``dim`` (default: widest).
     std is floored at 1e-6 so constant dimensions normalise to 0, not inf. Use as ``(a - mean) / std``.
     """
-    arrays = [a for a in (cache.steps(e).get(source) for e in episode_ids) if a is not None]
+    arrays = [a for a in (conditioning_signal(cache.steps(e), source) for e in episode_ids) if a is not None]
     if not arrays:
         raise ValueError(f"none of the {len(episode_ids)} episodes has {source!r}: cannot compute normalisation stats")
     width = dim or max(a.shape[1] for a in arrays)
@@ -93,7 +146,7 @@ class TokenPairDataset(Dataset):
         self.token_dim = int(manifest.loc[self.episode_ids[0], "dims"]) if self.episode_ids else 0
         self.actions: dict[str, np.ndarray] = {}
         for e in self.episode_ids:
-            a = cache.steps(e).get(self.cfg.action_source)
+            a = conditioning_signal(cache.steps(e), self.cfg.action_source)
             if a is not None:
                 self.actions[e] = a
         widths = [a.shape[1] for a in self.actions.values()]

@@ -37,6 +37,9 @@ from rla_pipeline.models.rla import RLAConfig, ResidualLatentActionAutoencoder
 from rla_pipeline.utils.config import from_dict
 
 
+CONDITIONINGS = ("actions", "joint_positions")
+
+
 @dataclass
 class WorldModelConfig:
     """Shape of a world model (shared by RLA-WM and both baselines; each reads the fields it needs).
@@ -62,6 +65,10 @@ class WorldModelConfig:
     # robot (EpisodeMeta.robot) -> its action width: one action MLP per robot to action_embed_dim, then the shared
     # GRU (the paper's multi-robot world model); the data sets it. {}: one MLP of action_dim, no robot identity.
     robots: dict[str, int] = field(default_factory=dict)
+    # what the action chunk holds (recorded so a loaded model says what it must be fed): "actions" (the commanded
+    # actions) or "joint_positions" (the robot's joint positions over the chunk, the paper's action space; see
+    # features.samples.conditioning_signal). The imagined env of WMRL steps with commanded actions: "actions" only.
+    conditioning: str = "actions"
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "WorldModelConfig":
@@ -77,6 +84,8 @@ class WorldModelConfig:
             raise ValueError(f"WorldModelConfig.width {self.width} must be divisible by heads {self.heads}")
         if self.z_scale <= 0:
             raise ValueError("WorldModelConfig.z_scale must be > 0")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"WorldModelConfig.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}")
         self.robots = {str(k): int(v) for k, v in dict(self.robots or {}).items()}
         wide = {r: a for r, a in self.robots.items() if not 0 < a <= self.action_dim}
         if wide:
@@ -182,6 +191,9 @@ class _WorldModelBase(TokenNormalised, nn.Module):
         self.tokens = Normaliser(c.token_dim)
         self.actions = Normaliser(c.action_dim)
         self.action_encoder = ActionEncoder(c.action_dim, c.action_embed_dim, c.width, c.robots)
+        if c.robots:  # per-robot action statistics (R, A): one robot's joint 3 is not another's joint 3
+            self.register_buffer("robot_action_mean", torch.zeros(len(c.robots), c.action_dim))
+            self.register_buffer("robot_action_std", torch.ones(len(c.robots), c.action_dim))
         self._robot: str | None = None  # the robot of calls that name none (see for_robot)
 
     @property
@@ -227,13 +239,31 @@ class _WorldModelBase(TokenNormalised, nn.Module):
         self.tokens.set(token_mean, token_std)
         self.actions.set(action_mean, action_std)
 
+    @torch.no_grad()
+    def set_robot_action_stats(self, stats: dict[str, dict]) -> None:
+        """Per-robot action statistics ``{robot: {"mean": (a,), "std": (a,)}}`` over that robot's own columns (the
+        padding columns stay mean 0 / std 1, so they normalise to 0); used instead of the shared ``actions`` ones."""
+        if not self.config.robots:
+            raise ValueError("set_robot_action_stats: this world model has no per-robot action encoders (robots {})")
+        missing = sorted(set(self.robots) - set(stats))
+        if missing:
+            raise ValueError(f"set_robot_action_stats: no statistics for robot(s) {missing}")
+        for i, r in enumerate(self.robots):
+            m = torch.as_tensor(stats[r]["mean"], dtype=torch.float32).flatten()
+            sd = torch.as_tensor(stats[r]["std"], dtype=torch.float32).flatten().clamp_min(1e-6)
+            self.robot_action_mean[i].zero_()[: m.numel()] = m
+            self.robot_action_std[i].fill_(1.0)[: sd.numel()] = sd
+
     def action_token(self, actions: torch.Tensor, mask: torch.Tensor, robot=None) -> torch.Tensor:
         """``robot``: (B,) indices into ``robots``, one name, or None (the ``for_robot`` one / the only one)."""
         narrow = self.config.action_dim - actions.shape[-1]
         if narrow > 0:  # a robot's own (narrower) actions: zero-pad like the training data
             actions = F.pad(actions, (0, narrow))
-        a = self.actions(actions.float())  # (B, H, A)
-        idx = self._robot_index(robot, a.shape[0], a.device)
+        idx = self._robot_index(robot, actions.shape[0], actions.device)
+        if idx is None:
+            a = self.actions(actions.float())  # (B, H, A)
+        else:  # each row by its robot's statistics
+            a = (actions.float() - self.robot_action_mean[idx][:, None]) / self.robot_action_std[idx][:, None]
         return self.action_encoder(a * mask[..., None].to(a.dtype), mask.bool(), idx)  # (B, W)
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:

@@ -23,7 +23,30 @@ def _frames(feature_cache, episode_ids: list[str]) -> dict[str, int]:
 
 
 def _with_actions(feature_cache, episode_ids: list[str], source: str = "action") -> list[str]:
-    return [e for e in episode_ids if source in feature_cache.steps(e)]
+    """The episodes that carry the conditioning signal ``source`` (features.samples.conditioning_signal)."""
+    from rla_pipeline.features.samples import conditioning_signal
+
+    return [e for e in episode_ids if conditioning_signal(feature_cache.steps(e), source) is not None]
+
+
+def check_joint_positions(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame,
+                          where: str = "world_model") -> None:
+    """``world_model.conditioning: joint_positions`` reads the episodes' ``proprio`` (qpos for ManiSkill episodes):
+    every action-labelled episode of the train/val splits must carry it, or it would silently drop out of the
+    world models' data (a LeRobot dataset imported without its state, say)."""
+    ids = [e for s in ("train", "val", "heldout_task") for e in _split_ids(episode_splits, s)]
+    labelled = _with_actions(feature_cache, ids, "action")
+    lacking = [e for e in labelled if "proprio" not in feature_cache.steps(e)]
+    if not lacking and labelled:
+        return
+    if not labelled:
+        return  # no labelled episode at all: check_world_model_data names that
+    robots = robot_column(episode_index.set_index("episode_id").loc[lacking].reset_index())
+    raise DataCheckError(
+        f"{where}: {where}.conditioning is joint_positions, which reads the episodes' proprio (joint positions), "
+        f"but {len(lacking)} of {len(labelled)} action-labelled episodes have none (e.g. {lacking[:3]}; robots "
+        f"{robots.value_counts().to_dict()}). Set {where}.conditioning: actions, or import their joint states "
+        f"(ingestion.lerobot_datasets[].use_state: true and state_key naming the joint positions)")
 
 
 def _split_ids(splits: pd.DataFrame, split: str) -> list[str]:
@@ -38,7 +61,11 @@ def robot_column(episode_index: pd.DataFrame) -> pd.Series:
 
 def _describe(feature_cache, splits: pd.DataFrame, split: str, source: str = "action") -> str:
     ids = _split_ids(splits, split)
-    return f"{len(ids)} {split} episode(s), {len(_with_actions(feature_cache, ids, source))} with {source}s"
+    return f"{len(ids)} {split} episode(s), {len(_with_actions(feature_cache, ids, source))} with {_label(source)}"
+
+
+def _label(source: str) -> str:
+    return {"action": "actions", "proprio": "proprio"}.get(source, source)
 
 
 def check_rla_data(feature_cache, episode_splits: pd.DataFrame, h_min: int, *, need_val: bool = False,
@@ -72,17 +99,18 @@ def check_world_model_data(feature_cache, episode_splits: pd.DataFrame, episode_
 
     p = WorldModelStageConfig.from_dict(params)
     src = p.samples.action_source
+    if p.conditioning == "joint_positions":
+        check_joint_positions(feature_cache, episode_splits, episode_index)
     train = _with_actions(feature_cache, _split_ids(episode_splits, "train"), src)
     if not train:
         raise DataCheckError(
-            f"world_model: no train episode has {src}s ({_describe(feature_cache, episode_splits, 'train', src)}); "
+            f"world_model: no train episode has {_label(src)} ({_describe(feature_cache, episode_splits, 'train', src)}); "
             f"the world models are action-conditioned. Import labelled episodes (ingestion.lerobot_datasets with "
-            f"use_actions: true, or ingestion.run_simulation: true), or set world_model.samples.action_source: "
-            f"proprio when the episodes only carry proprio states")
+            f"use_actions: true, or ingestion.run_simulation: true)")
     frames = _frames(feature_cache, train)
     if not any(n > p.samples.h_min for n in frames.values()):
         raise DataCheckError(
-            f"world_model: no train episode with {src}s has more than world_model.samples.h_min="
+            f"world_model: no train episode with {_label(src)} has more than world_model.samples.h_min="
             f"{p.samples.h_min} frames (longest: {max(frames.values(), default=0)}): lower world_model.samples.h_min")
     if not evaluation:
         return
@@ -90,7 +118,7 @@ def check_world_model_data(feature_cache, episode_splits: pd.DataFrame, episode_
     if not val:
         robots = robot_column(episode_index.set_index("episode_id").loc[train].reset_index())
         raise DataCheckError(
-            f"world_model: evaluation needs at least one validation episode with {src}s "
+            f"world_model: evaluation needs at least one validation episode with {_label(src)} "
             f"({_describe(feature_cache, episode_splits, 'val', src)}; labelled train episodes per robot: "
             f"{robots.value_counts().to_dict()}). A robot with >= 2 labelled episodes gives one to validation: "
             f"import more labelled episodes or raise rla.split.val_fraction")
@@ -98,6 +126,6 @@ def check_world_model_data(feature_cache, episode_splits: pd.DataFrame, episode_
     too_long = [h for h in p.eval.horizons if h >= longest]
     if too_long:
         raise DataCheckError(
-            f"world_model: world_model.eval.horizons {too_long} need validation episodes with {src}s longer than "
+            f"world_model: world_model.eval.horizons {too_long} need validation episodes with {_label(src)} longer than "
             f"the horizon; the longest has {longest} frames: lower world_model.eval.horizons (below {longest}) or "
             f"import longer episodes")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
+from rla_pipeline.features.samples import action_stats, conditioning_signal
 from rla_pipeline.stages.checks import robot_column
 
 
@@ -23,11 +24,12 @@ def robot_of(episode_index: pd.DataFrame) -> dict[str, str]:
 
 def robot_widths(feature_cache, episode_index: pd.DataFrame, episode_ids: list[str], source: str = "action"
                  ) -> dict[str, int]:
-    """robot -> its action width over ``episode_ids`` (a robot whose episodes disagree raises ValueError)."""
+    """robot -> its action width over ``episode_ids`` (a robot whose episodes disagree raises ValueError).
+    ``source``: the conditioning signal (features.samples.conditioning_signal)."""
     robots = robot_of(episode_index)
     widths: dict[str, set[int]] = {}
     for e in episode_ids:
-        a = feature_cache.steps(e).get(source)
+        a = conditioning_signal(feature_cache.steps(e), source)
         if a is not None:
             widths.setdefault(robots[e], set()).add(int(np.asarray(a).shape[1]))
     mixed = {r: sorted(w) for r, w in widths.items() if len(w) > 1}
@@ -35,6 +37,19 @@ def robot_widths(feature_cache, episode_index: pd.DataFrame, episode_ids: list[s
         raise ValueError(f"world_model: episodes of one robot have different action widths {mixed}; give each "
                          f"action space its own robot name (ingestion.lerobot_datasets[].robot)")
     return {r: w.pop() for r, w in sorted(widths.items())}
+
+
+def robot_action_stats(feature_cache, episode_index: pd.DataFrame, episode_ids: list[str], source: str = "action"
+                       ) -> dict[str, dict[str, np.ndarray]]:
+    """robot -> {"mean", "std"} (its own width) of the ``source`` signal over its episodes among ``episode_ids``:
+    each robot normalised by its own statistics, so a 9-d Panda qpos and a 6-d arm's joints do not share one
+    mean/std per column (their columns mean different joints)."""
+    of = robot_of(episode_index)
+    by_robot: dict[str, list[str]] = {}
+    for e in episode_ids:
+        by_robot.setdefault(of[e], []).append(e)
+    return {r: action_stats(feature_cache, ids, source) for r, ids in sorted(by_robot.items())
+            if any(conditioning_signal(feature_cache.steps(e), source) is not None for e in ids)}
 
 
 class RobotTagged(Dataset):

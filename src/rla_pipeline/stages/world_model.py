@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rla_pipeline.features.samples import SampleConfig
+from rla_pipeline.features.samples import CONDITIONING, SampleConfig
 from rla_pipeline.models.world_model import WorldModelConfig
 from rla_pipeline.stages.common import (
     action_episode_ids, check_trainer_block, checkpoint_dir, episode_ids, sample_token_stats, token_pair_datasets,
@@ -72,11 +72,17 @@ class WMBaselinesConfig:
 
 @dataclass
 class WorldModelStageConfig:
-    """``params:world_model``: samples; model (WorldModelConfig shared by the three; tokens/actions/max_actions
-    come from the data, RLA-WM's ``rla`` from the frozen autoencoder); baselines; trainer (TrainerConfig fields
-    but run_name/checkpoint_dir); budget ("total" | "same_steps", see the module docstring); stats_max_frames;
-    eval."""
+    """``params:world_model``: conditioning; samples; model (WorldModelConfig shared by the three;
+    tokens/actions/max_actions come from the data, RLA-WM's ``rla`` from the frozen autoencoder); baselines; trainer
+    (TrainerConfig fields but run_name/checkpoint_dir); budget ("total" | "same_steps", see the module docstring);
+    stats_max_frames; eval.
 
+    conditioning: what every world model's action chunk holds: "actions" (the commanded actions) or
+    "joint_positions" (the robot's joint positions over the chunk, from the episodes' ``proprio``: the paper's
+    action space; see features.samples.conditioning_signal). It sets ``samples.action_source`` (leave that unset).
+    """
+
+    conditioning: str = "actions"
     samples: SampleConfig = field(default_factory=SampleConfig)
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     baselines: WMBaselinesConfig = field(default_factory=WMBaselinesConfig)
@@ -87,6 +93,14 @@ class WorldModelStageConfig:
 
     def __post_init__(self) -> None:
         self.trainer = check_trainer_block(self.trainer, "world_model.trainer")
+        if self.conditioning not in CONDITIONING:
+            raise ValueError(f"world_model.conditioning must be one of {sorted(CONDITIONING)}, "
+                             f"got {self.conditioning!r}")
+        source = CONDITIONING[self.conditioning]
+        if self.samples.action_source not in ("action", source):  # one key decides: no silent disagreement
+            raise ValueError(f"world_model.samples.action_source {self.samples.action_source!r} disagrees with "
+                             f"world_model.conditioning {self.conditioning!r}: set only world_model.conditioning")
+        self.samples = dataclasses.replace(self.samples, action_source=source)
         if self.budget not in BUDGETS:
             raise ValueError(f"world_model.budget must be one of {BUDGETS}, got {self.budget!r}")
 
@@ -113,13 +127,13 @@ def baseline_steps(params, rla_params) -> int:
 
 
 def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, params, device: str,
-         checkpoint_root: str | None, seed: int = 0, rla_params: dict | None = None):
+         checkpoint_root: str | None, seed: int = 0, rla_params: dict | None = None, checkpoint_name: str | None = None):
     from rla_pipeline.features.samples import action_stats
     from rla_pipeline.models.world_model import WORLD_MODELS, world_model_loss
     from rla_pipeline.training.trainer import train
 
     from rla_pipeline.stages.checks import check_world_model_data
-    from rla_pipeline.stages.robots import tag_robots
+    from rla_pipeline.stages.robots import robot_action_stats, tag_robots
 
     p = WorldModelStageConfig.from_dict(params)
     # up front, evaluation included: a split the evaluation cannot use must stop before minutes of training
@@ -138,6 +152,7 @@ def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, par
     train_ds, val_ds, robots = tag_robots(feature_cache, episode_index, train_ds, val_ds, p.samples.action_source)
     cfg = dataclasses.replace(p.model, num_tokens=train_ds.num_tokens, token_dim=train_ds.token_dim, robots=robots,
                               action_dim=train_ds.action_dim, max_actions=p.samples.h_max,
+                              conditioning=p.conditioning,
                               **{**getattr(p.baselines, kind, {}), **FORCED.get(kind, {})},
                               **({"rla": rla_model.config} if kind == "rla_wm" else {}))
     from rla_pipeline.utils.seeding import seed_everything
@@ -148,11 +163,14 @@ def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, par
         model.set_stats(*sample_token_stats(feature_cache, train_ids, p.stats_max_frames, p.samples.seed))
     a = action_stats(feature_cache, train_ids, p.samples.action_source, train_ds.action_dim)
     model.set_stats(action_mean=a["mean"], action_std=a["std"])
+    if robots:  # each robot normalised by its own statistics (its columns are its own joints / action axes)
+        model.set_robot_action_stats(robot_action_stats(feature_cache, episode_index, train_ids,
+                                                        p.samples.action_source))
     # baselines: the same total budget as RLA-WM + its autoencoder (after the data checks: they stop in seconds)
     steps = {} if kind == "rla_wm" else {"max_steps": baseline_steps(params, rla_params)}
-    tcfg = trainer_config(p.trainer, run_name=f"world_model.{kind}", device=device,
+    tcfg = trainer_config(p.trainer, run_name=f"world_model.{checkpoint_name or kind}", device=device,
                           seed=seed + int(p.trainer.get("seed", 0)), **steps,
-                          checkpoint_dir=checkpoint_dir(checkpoint_root, "world_model", kind))
+                          checkpoint_dir=checkpoint_dir(checkpoint_root, "world_model", checkpoint_name or kind))
     logger.info("%s: %d trainer steps (budget %s)", NAMES[kind], tcfg.max_steps, p.budget)
     result = train(model, world_model_loss, train_ds, val_ds, tcfg)
     logger.info("%s final validation: %s", NAMES[kind], result.final_val)
@@ -164,6 +182,24 @@ def train_rla_world_model(rla_model, feature_cache, episode_splits, episode_inde
     """RLA-WM: flow on z with the frozen ``rla_model`` decoder."""
     return _fit("rla_wm", rla_model, feature_cache, episode_splits, episode_index, params, device, checkpoint_root,
                 seed)
+
+
+def world_model_for_rl(world_model, rla_model, feature_cache, episode_splits, episode_index, params: dict,
+                       device: str, checkpoint_root: str | None = None, seed: int = 0):
+    """The RLA-WM that WMRL's imagined env steps with the policy's COMMANDED actions.
+
+    With ``world_model.conditioning: actions`` that is ``world_model`` itself (returned as is, no training). With
+    ``joint_positions`` (conf/paper) a policy's commanded actions are not what that model was conditioned on, so an
+    RLA-WM of the same settings conditioned on actions is trained here (checkpoints in
+    ``<checkpoint_root>/world_model/rla_wm_actions``)."""
+    if getattr(world_model.config, "conditioning", "actions") == "actions":
+        return world_model
+    p = WorldModelStageConfig.from_dict(params)
+    logger.info("world_model.conditioning is %s: training an RLA-WM conditioned on commanded actions for WMRL",
+                p.conditioning)
+    p = dataclasses.replace(p, conditioning="actions", samples=dataclasses.replace(p.samples, action_source="action"))
+    return _fit("rla_wm", rla_model, feature_cache, episode_splits, episode_index, p, device, checkpoint_root, seed,
+                checkpoint_name="rla_wm_actions")
 
 
 def _baseline(kind, feature_cache, episode_splits, episode_index, params, device, checkpoint_root, seed, rla_params):
@@ -215,6 +251,7 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
     from rla_pipeline import tracking
     from rla_pipeline.evaluation.metrics import rollout_batch, world_model_table
     from rla_pipeline.evaluation.plots import TokenPCA, error_vs_horizon, feature_pictures
+    from rla_pipeline.features.samples import ConditionedCache
 
     from rla_pipeline.stages.checks import check_world_model_data
     from rla_pipeline.stages.robots import per_robot_table, pictures_robot
@@ -226,6 +263,12 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
               "deterministic_residual": wm_baseline_deterministic_residual,
               "absolute_flow": wm_baseline_absolute_flow}
     models = {k: v for k, v in models.items() if v is not None}
+    # each model says what its chunks hold; the evaluation feeds exactly that (the table compares like with like)
+    conds = {k: getattr(m.config, "conditioning", "actions") for k, m in models.items()}
+    if len(set(conds.values())) > 1:
+        raise ValueError(f"world models conditioned differently {conds}: retrain them with one "
+                         f"world_model.conditioning")
+    feature_cache = ConditionedCache(feature_cache, CONDITIONING[next(iter(conds.values()))])
     val_ids = interleave_by_task(action_episode_ids(feature_cache, episode_splits, "val"), episode_index)
     fps = episode_index.loc[episode_index["episode_id"].isin(val_ids), "fps"]
     max_actions = world_model.config.max_actions

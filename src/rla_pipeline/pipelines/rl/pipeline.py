@@ -14,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             check_parameters_node(),
             Node(wmrl.train_token_bc, ["feature_cache", "episode_index", *COMMON, "params:checkpoint_root"],
                  ["token_bc_policy", "token_bc_training_history"], name="train_token_bc_policy"),
-            Node(wmrl.train_wmrl, ["world_model", "token_bc_policy", "feature_cache", "episode_index", *COMMON],
+            Node(wmrl.train_wmrl, ["rl_world_model", "token_bc_policy", "feature_cache", "episode_index", *COMMON],
                  ["wmrl_policy", "ppo_history", "imagined_env_calibration"], name="train_wmrl_policy"),
         ],
         tags="rl",

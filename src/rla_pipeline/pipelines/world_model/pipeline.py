@@ -1,5 +1,6 @@
 """``world_model`` pipeline: RLA-WM (frozen ``rla_model``) + three baselines -> prediction table, plot, pictures
-(``stages.world_model``)."""
+(``stages.world_model``), and ``rl_world_model``: the RLA-WM conditioned on commanded actions that WMRL steps
+(``world_model`` itself unless ``world_model.conditioning`` is joint_positions)."""
 from kedro.pipeline import Node, Pipeline
 
 from rla_pipeline.pipelines.parameters_check import check_parameters_node
@@ -10,9 +11,13 @@ _DATA = ["feature_cache", "episode_splits", "episode_index", "params:world_model
 _BASE = [*_DATA, "params:rla"]  # the RLA's trainer block sets the baselines' "total" budget
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(for_rl: bool = True, **kwargs) -> Pipeline:
+    """``for_rl``: include the ``rl_world_model`` node (``world_model_from_data`` has no policy stage: leaves it)."""
+    rl = [Node(wm.world_model_for_rl, ["world_model", "rla_model", *_DATA], "rl_world_model",
+               name="world_model_for_rl")] if for_rl else []
     return Pipeline(
         [
+            *rl,
             check_parameters_node(),
             Node(wm.train_rla_world_model, ["rla_model", *_DATA], "world_model", name="train_rla_world_model"),
             Node(wm.train_deterministic_baseline, _BASE, "wm_baseline_deterministic",

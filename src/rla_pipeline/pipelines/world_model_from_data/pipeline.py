@@ -24,4 +24,4 @@ def create_pipeline(**kwargs) -> Pipeline:
             name="build_data_report",
         )
     ])
-    return ingestion() + features() + rla() + world_model() + report
+    return ingestion() + features() + rla() + world_model(for_rl=False) + report
