@@ -129,3 +129,29 @@ def test_lpips_from_local_files_is_zero_for_identical_images_and_refuses_wrong_w
     torch.save({"lin0.model.1.weight": torch.rand(1, 64, 1, 1)}, heads)  # heads 1..4 missing
     model, status = im.load_lpips(backbone, heads)
     assert model is None and "do not load" in status
+
+
+# ------------------------------------------------------------------ episode bootstrap of per-pair image scores
+def test_bootstrap_of_mean_scores_uses_the_token_tables_resamples_and_weights_pairs():
+    import pandas as pd
+
+    from rla_pipeline.evaluation.metrics import episode_bootstrap, episode_bootstrap_means
+
+    rng = np.random.default_rng(0)
+    eps = np.repeat(["e3", "e1", "e2", "e4", "e5"], [1, 4, 2, 3, 2])  # uneven pairs per episode, unsorted order
+    a = rng.random(len(eps))
+    b = a - 0.1 + 0.02 * rng.standard_normal(len(eps))
+    vals = pd.DataFrame({"episode_id": eps, "a": a, "b": b, "c": np.nan})
+    out = episode_bootstrap_means(vals, ["a", "b", "c"], reference="a", n_boot=400, seed=3)
+    assert out["a"]["mean"] == pytest.approx(a.mean()) and out["b"]["mean"] == pytest.approx(b.mean())  # per pair
+    assert out["a"]["ci_low"] < a.mean() < out["a"]["ci_high"]
+    assert out["b"]["ref_minus"] == pytest.approx(a.mean() - b.mean())
+    assert 0 < out["b"]["ref_minus_ci_low"] < out["b"]["ref_minus_ci_high"]  # a is better on every resample
+    assert "ref_minus" not in out["a"] and math.isnan(out["c"]["ci_low"]) and math.isnan(out["c"]["mean"])
+    # a mean over pairs is a ratio to copy with copy = 1 per pair: the token table's bootstrap on the same episodes
+    # and seed must give the very same interval (same resamples)
+    token = episode_bootstrap(vals.assign(copy=1.0), ["a"], None, n_boot=400, seed=3)["a"]
+    assert (token["vs_copy_ci_low"], token["vs_copy_ci_high"]) == pytest.approx((out["a"]["ci_low"], out["a"]["ci_high"]))
+    # constant per-pair scores: no spread
+    flat = episode_bootstrap_means(vals.assign(a=0.5), ["a"], n_boot=50, seed=0)["a"]
+    assert flat["ci_low"] == pytest.approx(0.5) and flat["ci_high"] == pytest.approx(0.5)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import io
 import re
 import shutil
@@ -129,3 +130,54 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
     if os.environ.get("RLA_KEEP_SCREENSHOTS"):
         shutil.copy(png, os.environ["RLA_KEEP_SCREENSHOTS"])
+
+
+def _decoded_table():
+    """A wm_decoded_table as stages.world_model_images writes it (two horizons, LPIPS not computed)."""
+    rows = []
+    for h in (5, 15):
+        for i, (model, name) in enumerate([("rla_wm", "RLA-WM"), ("deterministic", "deterministic (direct s_t+h)"),
+                                           ("decoded_truth", "decoded truth (decoder ceiling)"),
+                                           ("copy", "copy s_t (decoded)")]):
+            ssim, psnr = 0.9 - 0.1 * i - 0.01 * h, 30.0 - 2 * i
+            rows.append({"robot": "panda", "model": model, "name": name, "horizon": h, "pairs": 12, "episodes": 3,
+                         "ssim": ssim, "ssim_ci_low": ssim - 0.02, "ssim_ci_high": ssim + 0.02,
+                         "ref_minus_ssim": math.nan if model == "rla_wm" else 0.1 * i,
+                         "ref_minus_ssim_ci_low": math.nan if model == "rla_wm" else 0.1 * i - 0.03,
+                         "ref_minus_ssim_ci_high": math.nan if model == "rla_wm" else 0.1 * i + 0.03,
+                         "psnr": psnr, "psnr_ci_low": psnr - 1, "psnr_ci_high": psnr + 1,
+                         "ref_minus_psnr": math.nan if model == "rla_wm" else 2.0 * i,
+                         "ref_minus_psnr_ci_low": math.nan if model == "rla_wm" else 2.0 * i - 0.5,
+                         "ref_minus_psnr_ci_high": math.nan if model == "rla_wm" else 2.0 * i + 0.5,
+                         "lpips": math.nan, "lpips_ci_low": math.nan, "lpips_ci_high": math.nan,
+                         "ref_minus_lpips": math.nan, "ref_minus_lpips_ci_low": math.nan,
+                         "ref_minus_lpips_ci_high": math.nan, "lpips_status": "unavailable: no local LPIPS weights"})
+    return pd.DataFrame(rows)
+
+
+def test_report_shows_decoded_rollouts_their_scores_and_the_decoder_quality():
+    rng = np.random.default_rng(1)
+    rollouts = (rng.random((64, 256, 3)) * 255).astype(np.uint8)
+    grid = _figure()
+    decoder_metrics = pd.DataFrame({"split": ["val", "val"], "method": ["decoder", "mean_image"], "psnr": [24.5, 17.25],
+                                    "ssim": [0.71, 0.42]})
+    page = build_report(**_inputs(), wm_decoded_table=_decoded_table(), wm_decoded_rollouts=rollouts,
+                        pixel_decoder_metrics=decoder_metrics, pixel_decoder_grid=grid)
+    imgs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(imgs) == 5  # + the decoded rollouts and the decoder's grid
+    from PIL import Image
+
+    decoded = [np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))) for b in imgs]
+    assert any(d.shape[:2] == (64, 256) and np.array_equal(d[..., :3], rollouts) for d in decoded)  # pixels intact
+    section = page[page.index('id="decoded-predictions"'):page.index('id="rla-checks"')]
+    assert "decoded truth (decoder ceiling)" in section and "RLA-WM - this (ssim)" in section
+    # mean [bootstrap interval] cells; PSNR in dB with one decimal; LPIPS column absent when it was not computed
+    assert "0.850 [0.830, 0.870]" in section and "30.0 [29.0, 31.0]" in section and ">lpips<" not in section
+    assert "24.500" in section and "0.710" in section  # the decoder's own quality table
+    assert 'id="pixel-decoder"' in page
+
+
+def test_decoded_parts_missing_say_so():
+    page = build_report(**_inputs())
+    section = page[page.index('id="decoded-predictions"'):page.index('id="rla-checks"')]
+    assert section.count('class="missing"') == 4

@@ -1,4 +1,5 @@
-"""The ``pixel_decoder`` stage and pipeline on small real episodes (synthetic renderer -> mp4, random-init DINO cache)."""
+"""The ``pixel_decoder`` stage and pipeline on small real episodes (synthetic renderer -> mp4, random-init DINO cache):
+the decoder, and the world models' rollouts decoded by it (``stages.world_model_images``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,6 +52,12 @@ def test_every_output_is_in_the_catalog_and_every_env_parses(project_root):
 
     catalog = yaml.safe_load((project_root / "conf/base/catalog_pixel_decoder.yml").read_text())
     assert create_pipeline().all_outputs() == set(catalog)
+    # the decoded world-model node reads the trained world models (catalog inputs of the world_model pipeline)
+    wm_catalog = yaml.safe_load((project_root / "conf/base/catalog_world_model.yml").read_text())
+    external = create_pipeline().inputs() - set(catalog)
+    assert {"world_model", "wm_baseline_deterministic", "wm_baseline_deterministic_residual",
+            "wm_baseline_absolute_flow"} <= external and external & set(wm_catalog) == {
+        "world_model", "wm_baseline_deterministic", "wm_baseline_deterministic_residual", "wm_baseline_absolute_flow"}
     for env in ("local", "test", "paper"):  # local = base alone
         p = PixelDecoderStageConfig.from_dict(_params(project_root, env))  # strict: an unknown key raises
         PixelDecoderConfig.from_dict(p.model)
@@ -147,3 +154,121 @@ def test_kedro_run_pixel_decoder_saves_the_model_and_tables_and_logs_a_nested_ml
     assert "val/psnr" in child[0].data.metrics
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert any("pixel_decoder.val.decoder.psnr" in r.data.metrics for r in parent)
+
+
+# ------------------------------------------------------------------------------ decoded world-model predictions
+def _block(project_root, name: str, env: str = "test") -> dict:
+    from kedro.config import OmegaConfigLoader
+
+    from rla_pipeline.settings import CONFIG_LOADER_ARGS
+
+    return OmegaConfigLoader(str(project_root / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"][name]
+
+
+@pytest.fixture(scope="module")
+def trained(data, project_root):
+    """The test-scale decoder, RLA and four world models trained on ``data`` (the RLA split for all of them)."""
+    from rla_pipeline.stages import pixel_decoder as stage
+    from rla_pipeline.stages import rla as rla_stage
+    from rla_pipeline.stages import world_model as wm
+
+    _, store, cache, index, manifest = data
+    dp, rp, wp = _params(project_root), _block(project_root, "rla"), _block(project_root, "world_model")
+    dp["trainer"]["max_steps"] = 60
+    dec_splits = stage.split_pixel_decoder_episodes(index, manifest, dp, seed=0)
+    splits = rla_stage.split_episodes(index, manifest, rp, seed=0)
+    decoder = stage.train_pixel_decoder(cache, store, dec_splits, dp, "cpu")
+    rla = rla_stage.train_rla(cache, splits, index, rp, "cpu")
+    models = {"world_model": wm.train_rla_world_model(rla, cache, splits, index, wp, "cpu"),
+              "wm_baseline_deterministic": wm.train_deterministic_baseline(cache, splits, index, wp, "cpu", None, 0, rp),
+              "wm_baseline_deterministic_residual": wm.train_deterministic_residual_baseline(
+                  cache, splits, index, wp, "cpu", None, 0, rp),
+              "wm_baseline_absolute_flow": wm.train_absolute_flow_baseline(cache, splits, index, wp, "cpu", None, 0, rp)}
+    return dict(decoder=decoder, models=models, splits=splits, dec_splits=dec_splits, dp=dp, wp=wp)
+
+
+@pytest.mark.slow
+def test_decoded_world_model_table_scores_real_decoded_frames_with_the_token_tables_pairs(data, trained):
+    import torch
+    from matplotlib.figure import Figure
+
+    from rla_pipeline.evaluation import image_metrics as im
+    from rla_pipeline.models.pixel_decoder import decode_tokens, frames_to_images
+    from rla_pipeline.stages import world_model as wm
+    from rla_pipeline.stages.world_model_images import evaluate_decoded_world_models
+
+    _, store, cache, index, _ = data
+    m, wp = trained["models"], trained["wp"]
+    table, fig = evaluate_decoded_world_models(
+        trained["decoder"], m["world_model"], m["wm_baseline_deterministic"], m["wm_baseline_deterministic_residual"],
+        m["wm_baseline_absolute_flow"], cache, store, trained["splits"], index, trained["dec_splits"], wp,
+        trained["dp"], seed=0)
+    token_table, _, _ = wm.evaluate_world_models(
+        m["world_model"], m["wm_baseline_deterministic"], m["wm_baseline_absolute_flow"], cache, trained["splits"],
+        index, wp, seed=0, wm_baseline_deterministic_residual=m["wm_baseline_deterministic_residual"])
+    assert set(table.model) == {"rla_wm", "deterministic", "deterministic_residual", "absolute_flow",
+                                "decoded_truth", "copy", "copy_frame"}
+    # every horizon the token table reports, on the very same pairs and episodes
+    tok = token_table[token_table.model == "copy"].set_index("horizon")
+    for h, g in table.groupby("horizon"):
+        assert (g.pairs == tok.loc[h, "pairs"]).all() and (g.episodes == tok.loc[h, "episodes"]).all()
+    assert set(table.horizon) == set(tok.index)
+    assert table.ssim.between(-1, 1).all() and (table.psnr > 0).all() and (table.psnr <= 60).all()
+    assert ((table.ssim_ci_low <= table.ssim + 1e-9) & (table.ssim <= table.ssim_ci_high + 1e-9)).all()
+    ref = table[table.model == "rla_wm"]
+    assert ref.ref_minus_ssim.isna().all() and table[table.model != "rla_wm"].ref_minus_ssim.notna().all()
+    assert table.lpips.isna().all() and table.lpips_status.str.startswith("unavailable").all()
+
+    # the numbers are of real decoded frames: recompute the decoder ceiling at the longest horizon by hand
+    from rla_pipeline.evaluation.metrics import rollout_batch
+    from rla_pipeline.stages.common import action_episode_ids
+
+    h = int(table.horizon.max())
+    val = wm.interleave_by_task(action_episode_ids(cache, trained["splits"], "val"), index)
+    b = rollout_batch(cache, val, h, wp["eval"]["chunk"], m["world_model"].config.max_actions, wp["eval"]["stride"],
+                      wp["eval"]["max_pairs"])
+    size = trained["decoder"].config.image_size
+    truth = torch.cat([frames_to_images(store.read_frames(e)[t + h : t + h + 1], size)
+                       for e, t in zip(b.pairs.episode_id, b.pairs.t)])
+    decoded = im.hwc_to_images(decode_tokens(trained["decoder"], b.target))
+    at_h = table[table.horizon == h].set_index("model")
+    assert at_h.loc["decoded_truth", "ssim"] == pytest.approx(float(im.ssim(decoded, truth).mean()), abs=0.02)
+    # the scene moves: the decoded true future beats decoding the start frame (copy), which the true frame t (no
+    # decoder) shows is a real change, not the decoder's blur
+    assert at_h.loc["decoded_truth", "ssim"] > at_h.loc["copy", "ssim"]
+    assert at_h.loc["decoded_truth", "psnr"] > at_h.loc["copy", "psnr"]
+    assert at_h.loc["copy_frame", "ssim"] < 0.99
+
+    assert isinstance(fig, Figure)
+    rows = 2 + 4  # ground truth, decoded truth, RLA-WM and three baselines
+    shown = [ax for ax in fig.axes if ax.get_images()]
+    assert len(fig.axes) % rows == 0 and len(shown) >= rows  # images, not empty axes
+    labels = {ax.get_ylabel().replace("\n", " ") for ax in fig.axes}
+    assert {"ground truth", "decoded truth", wm.NAMES["rla_wm"], wm.NAMES["absolute_flow"]} <= labels
+
+
+@pytest.mark.slow
+def test_decoded_scores_use_lpips_only_from_local_weights(data, trained, tmp_path):
+    import torch
+    from torchvision.models import alexnet
+
+    from rla_pipeline.evaluation.image_metrics import load_lpips
+    from rla_pipeline.stages.common import action_episode_ids
+    from rla_pipeline.stages.pixel_decoder import TokenFrameDataset
+    from rla_pipeline.stages.world_model_images import decoded_pair_scores, decoded_table
+
+    _, store, cache, index, _ = data
+    torch.manual_seed(0)
+    torch.save(alexnet(weights=None).state_dict(), tmp_path / "alex.pth")  # stand-in weights: plumbing only
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))},
+               tmp_path / "lins.pth")
+    lpips, status = load_lpips(tmp_path / "alex.pth", tmp_path / "lins.pth")
+    assert status == "available"
+    val = action_episode_ids(cache, trained["splits"], "val")
+    frames = TokenFrameDataset(cache, store, val, trained["decoder"].config.image_size)
+    wm_model = trained["models"]["world_model"]
+    scores = decoded_pair_scores(trained["decoder"], {"rla_wm": wm_model}, cache, frames, val, 5, 5,
+                                 wm_model.config.max_actions, 8, 4, seed=0, lpips=lpips)
+    t = decoded_table(scores, {}, n_boot=50, seed=0, lpips_status=status).set_index("model")
+    assert np.isfinite(t.lpips).all() and (t.lpips > 0).all() and t.lpips.nunique() == len(t)
+    assert np.isfinite(t.lpips_ci_low).all() and (t.lpips_status == "available").all()

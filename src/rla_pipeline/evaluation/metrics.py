@@ -182,6 +182,51 @@ def spread_pairs(pairs: pd.DataFrame, episode_order: list[str], max_pairs: int |
     return p.sort_values(["_e", "t"], kind="mergesort").drop(columns=["_e", "_r"]).reset_index(drop=True)
 
 
+def episode_draws(n_episodes: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_episodes) counts: how often each episode is drawn in each with-replacement resample. One function
+    for every episode bootstrap here, so tables bootstrapped with the same seed over the same episodes (in the same
+    order) use the very same resamples."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_episodes, size=(n_boot, n_episodes))
+    counts = np.zeros((n_boot, n_episodes))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    return counts
+
+
+def episode_bootstrap_means(values: pd.DataFrame, columns: list[str], reference: str | None = None,
+                            n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Episode-level bootstrap 95% intervals of each column's mean over pairs, and of ``reference`` minus each column.
+
+    values: one row per pair with ``episode_id`` and one column per method (a per-pair score, e.g. SSIM or PSNR of
+    decoded frames). A resample draws episodes with replacement (the resamples of :func:`episode_bootstrap` for the
+    same seed and episode order) and takes the mean over the drawn episodes' pairs. NaN values (e.g. LPIPS that
+    was not computed) give NaN intervals. Returns per column: ``mean``, ``ci_low``, ``ci_high`` and, when
+    ``reference`` is another column, ``ref_minus`` (reference mean minus this column's) with ``ref_minus_ci_low`` /
+    ``ref_minus_ci_high``."""
+    eps = list(dict.fromkeys(values["episode_id"]))
+    grouped = values.groupby("episode_id", sort=False)
+    sums = grouped[columns].sum().loc[eps].to_numpy(np.float64, copy=True)  # (E, M), writable (copy-on-write)
+    sums[:, values[columns].isna().any().to_numpy()] = math.nan  # a column with a missing value has no mean
+    n_pairs = grouped.size().loc[eps].to_numpy(np.float64)  # (E,)
+    counts = episode_draws(len(eps), n_boot, seed)
+    means = (counts @ sums) / np.clip(counts @ n_pairs, 1e-12, None)[:, None]  # (n_boot, M)
+    point = sums.sum(0) / max(n_pairs.sum(), 1e-12)
+
+    def q(x: np.ndarray, p: float) -> float:
+        return float(np.quantile(x, p)) if np.isfinite(x).all() else math.nan
+
+    out: dict[str, dict[str, float]] = {}
+    for j, c in enumerate(columns):
+        r = {"mean": float(point[j]), "ci_low": q(means[:, j], 0.025), "ci_high": q(means[:, j], 0.975)}
+        if reference is not None and reference in columns and c != reference:
+            k = columns.index(reference)
+            d = means[:, k] - means[:, j]
+            r.update({"ref_minus": float(point[k] - point[j]), "ref_minus_ci_low": q(d, 0.025),
+                      "ref_minus_ci_high": q(d, 0.975)})
+        out[c] = r
+    return out
+
+
 def episode_bootstrap(errors: pd.DataFrame, models: list[str], reference: str | None, n_boot: int = 1000,
                       seed: int = 0) -> dict[str, dict[str, float]]:
     """Episode-level bootstrap 95% intervals of each model's ratio to copy, and of ``reference`` minus each model.
@@ -194,10 +239,7 @@ def episode_bootstrap(errors: pd.DataFrame, models: list[str], reference: str | 
     eps = list(dict.fromkeys(errors["episode_id"]))
     per_ep = errors.groupby("episode_id", sort=False)[["copy", *models]].sum().loc[eps]
     sums = per_ep.to_numpy(np.float64)  # (E, 1 + M)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(eps), size=(n_boot, len(eps)))
-    counts = np.zeros((n_boot, len(eps)))
-    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    counts = episode_draws(len(eps), n_boot, seed)
     tot = counts @ sums  # (n_boot, 1 + M)
     ratios = tot[:, 1:] / np.clip(tot[:, :1], 1e-12, None)
     out: dict[str, dict[str, float]] = {}

@@ -2,7 +2,8 @@
 
 Sections: a provenance header (git commit, DVC data hashes, MLflow run id, encoder and whether its weights are
 pretrained or random-init, with a loud banner for random-init), the two success-rate tables (with the paper's
-numbers in the columns they carry), future-prediction errors (table, plot, pictures of predicted features), the
+numbers in the columns they carry), future-prediction errors (table, plot, pictures of predicted features; the
+rollouts decoded to RGB with SSIM / PSNR and the decoder's own reconstruction quality), the
 RLA checks (reconstruction vs copy, held-out-task generalisation, temporal progression) and the tuning result
 (best shape + the error-vs-size trade-off, or "not run").
 
@@ -239,6 +240,35 @@ def _tuning_section(tuned: dict | None, cfg: ReportConfig) -> str:
                     [best, img, table_html(pd.DataFrame(trials), cfg, "trials")])
 
 
+def decoded_table_view(df: pd.DataFrame | None, digits: int = 3) -> pd.DataFrame | None:
+    """The decoded world-model table (``wm_decoded_table``) compacted for reading: one ``mean [low, high]`` cell
+    per metric (episode-bootstrap 95% interval) and RLA-WM minus the row's method, LPIPS only where it was computed."""
+    if df is None or not len(df):
+        return df
+
+    def cell(row, m: str, prefix: str = "") -> str:
+        v, lo, hi = (row[f"{prefix}{m}"], row[f"{prefix}{m}_ci_low"], row[f"{prefix}{m}_ci_high"])
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        d = 1 if m == "psnr" else digits
+        return f"{v:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]" if not math.isnan(lo) else f"{v:.{d}f}"
+
+    metrics = ["ssim", "psnr"] + (["lpips"] if "lpips" in df.columns and df["lpips"].notna().any() else [])
+    rows = []
+    for _, r in df.iterrows():
+        out = {"robot": r.get("robot", "all"), "model": r.get("name", r["model"]), "horizon": r["horizon"],
+               "pairs": r["pairs"]}
+        for m in metrics:
+            out[m] = cell(r, m)
+        for m in ("ssim", "psnr"):
+            out[f"RLA-WM - this ({m})"] = cell(r, m, "ref_minus_")
+        rows.append(out)
+    view = pd.DataFrame(rows)
+    if view["robot"].nunique() == 1:
+        view = view.drop(columns="robot")
+    return view
+
+
 _CSS = """
 body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#222;line-height:1.4}
 h1{margin:0 0 8px}h2{border-bottom:2px solid #ccc;padding-bottom:4px;margin-top:32px}h3{margin-top:20px}
@@ -266,11 +296,17 @@ def build_report(
     ingestion_summary: pd.DataFrame | None = None,
     config: ReportConfig | None = None,
     generated_at: str | None = None,
+    wm_decoded_table: pd.DataFrame | None = None,
+    wm_decoded_rollouts: Any = None,
+    pixel_decoder_metrics: pd.DataFrame | None = None,
+    pixel_decoder_grid: Any = None,
 ) -> str:
     """The whole report as one HTML string (UTF-8, self-contained).
 
     Tables are DataFrames; images are matplotlib figures, PIL images, arrays or PNG bytes (or a list/dict of them);
     ``tuned_shape`` is the ``rla_tuned_shape`` dict (None: tuning not run). A None section says "not available".
+    The decoded predictions (``wm_decoded_*``, ``pixel_decoder_*``: the DINO-to-RGB decoder's outputs) go into the
+    future-prediction section, as images and SSIM / PSNR tables.
     """
     cfg = config or ReportConfig()
     generated = generated_at or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -301,6 +337,21 @@ def build_report(
             _images(wm_prediction_plot, cfg, "prediction error against horizon"),
             "<h3>Pictures of predicted features</h3>",
             _images(wm_feature_pictures, cfg, "predicted vs true features"),
+            '<h3 id="decoded-predictions">Imagined rollouts decoded to RGB</h3>',
+            '<p class="note">The same rollouts (episodes, starts, seeds) decoded by the DINO-to-RGB decoder and '
+            "compared with the true frames: mean [episode-bootstrap 95% interval]; higher SSIM / PSNR is better. "
+            "decoded truth decodes the TRUE future tokens: the decoder's ceiling, so the gap between a model and it "
+            "is the world model's and the gap from it to a perfect score the decoder's. copy s_t decodes the start "
+            "frame (the token table's copy); copy frame t is the true start frame without the decoder. "
+            "RLA-WM - this: RLA-WM's mean minus the row's (&gt; 0: RLA-WM better).</p>",
+            table_html(decoded_table_view(wm_decoded_table, cfg.float_digits), cfg,
+                       "decoded predictions vs true frames"),
+            _images(wm_decoded_rollouts, cfg, "imagined rollouts decoded to RGB (held-out episodes)"),
+            '<h3 id="pixel-decoder">DINO-to-RGB decoder: reconstruction quality</h3>',
+            '<p class="note">The decoder on episodes it never trained on, against the training set\'s mean frame. '
+            "LPIPS is reported only with local weights (nothing is downloaded).</p>",
+            table_html(pixel_decoder_metrics, cfg, "decoder reconstruction (held-out episodes)"),
+            _images(pixel_decoder_grid, cfg, "true (top) vs decoded (bottom) frames"),
         ]),
         _section("rla-checks", sections[3][1], [
             "<h3>Reconstruction vs copying s_t</h3>", table_html(rla_metrics, cfg, "reconstruction"),

@@ -54,6 +54,27 @@ class PixelDecoderEvalConfig:
 
 
 @dataclass
+class DecodedWorldModelEvalConfig:
+    """Decoded world-model predictions (``stages.world_model_images``): SSIM / PSNR of decoded rollouts.
+
+    Horizons, chunk, stride, pairs, bootstrap resamples and pictured episodes are the world-model table's
+    (``world_model.eval``), so the decoded numbers are of the same rollouts; these only narrow it.
+    max_pairs: evaluation starts per horizon; null = ``world_model.eval.max_pairs`` (the token table's very pairs);
+        a smaller number keeps the first of the same spread order (a subset of the token table's pairs).
+    batch_size: frames per decoding pass.
+    psnr_max_db: cap of per-frame PSNR (identical frames give inf; 8-bit rounding alone is about 59 dB).
+    """
+
+    max_pairs: int | None = None
+    batch_size: int = 64
+    psnr_max_db: float = 60.0
+
+    def __post_init__(self) -> None:
+        if (self.max_pairs is not None and self.max_pairs < 1) or self.batch_size < 1 or self.psnr_max_db <= 0:
+            raise ValueError("pixel_decoder.world_models: max_pairs (or null), batch_size and psnr_max_db must be > 0")
+
+
+@dataclass
 class PixelDecoderStageConfig:
     """``params:pixel_decoder``.
 
@@ -65,6 +86,7 @@ class PixelDecoderStageConfig:
         ``features.encoder.mask_background``); false: decode to the full frame.
     stats_max_frames: training frames sampled for the per-dim token mean/std.
     eval: :class:`PixelDecoderEvalConfig`.
+    world_models: :class:`DecodedWorldModelEvalConfig` (decoded world-model rollouts; LPIPS weights from ``eval``).
     """
 
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -73,6 +95,7 @@ class PixelDecoderStageConfig:
     mask_background: bool = False
     stats_max_frames: int = 2000
     eval: PixelDecoderEvalConfig = field(default_factory=PixelDecoderEvalConfig)
+    world_models: DecodedWorldModelEvalConfig = field(default_factory=DecodedWorldModelEvalConfig)
 
     def __post_init__(self) -> None:
         self.trainer = check_trainer_block(self.trainer, "pixel_decoder.trainer")

@@ -20,8 +20,13 @@ def build_html_report(
     ingestion_summary: pd.DataFrame,
     run_provenance: dict,
     report_params: dict,
+    wm_decoded_table: pd.DataFrame | None = None,
+    wm_decoded_rollouts: Any = None,
+    pixel_decoder_metrics: pd.DataFrame | None = None,
+    pixel_decoder_grid: Any = None,
 ) -> str:
-    """All evaluation outputs -> ``report_html`` (tuning section says "not run" when ``rla_tuned_shape`` is None)."""
+    """All evaluation outputs -> ``report_html`` (tuning section says "not run" when ``rla_tuned_shape`` is None;
+    the decoded-prediction parts say "not available" when None)."""
     from rla_pipeline import tracking
     from rla_pipeline.evaluation.report import ReportConfig, build_report, provenance_from
 
@@ -38,4 +43,8 @@ def build_html_report(
         tuned_shape=rla_tuned_shape,
         ingestion_summary=ingestion_summary,
         config=ReportConfig.from_dict(report_params),
+        wm_decoded_table=wm_decoded_table,
+        wm_decoded_rollouts=wm_decoded_rollouts,
+        pixel_decoder_metrics=pixel_decoder_metrics,
+        pixel_decoder_grid=pixel_decoder_grid,
     )

@@ -5,6 +5,7 @@ from rla_pipeline.pipelines.actionless_bc.pipeline import create_pipeline as act
 from rla_pipeline.pipelines.evaluation.pipeline import create_pipeline as evaluation
 from rla_pipeline.pipelines.features.pipeline import create_pipeline as features
 from rla_pipeline.pipelines.ingestion.pipeline import create_pipeline as ingestion
+from rla_pipeline.pipelines.pixel_decoder.pipeline import create_pipeline as pixel_decoder
 from rla_pipeline.pipelines.rl.pipeline import create_pipeline as rl
 from rla_pipeline.pipelines.rla.pipeline import create_pipeline as rla
 from rla_pipeline.pipelines.world_model.pipeline import create_pipeline as world_model
@@ -15,6 +16,8 @@ WMRL_CHAIN = {
     "features": features,
     "rla": rla,
     "world_model": world_model,
+    # the paper's stage 1 (needs only the cache and episodes); its second part decodes the world models' rollouts
+    "pixel_decoder": pixel_decoder,
     "actionless_bc": actionless_bc,
     "rl": rl,
     "evaluation": evaluation,
