@@ -92,7 +92,7 @@ def test_bad_episode_stops_the_run_or_is_skipped_and_listed(tmp_path):
     out = _run(tmp_path / "episodes", params)
     assert victim not in set(out["episode_index"]["episode_id"]) and len(out["episode_index"]) == 5
     skipped = out["skipped_episodes"]
-    assert skipped["episode_id"].tolist() == [victim] and skipped.loc[0, "path"] == str(video)
+    assert skipped["episode_id"].tolist() == [victim] and skipped.loc[0, "path"] == video.relative_to(store.root).as_posix()  # store-relative
     assert skipped.loc[0, "reason"]
     s = out["ingestion_summary"].set_index(["task", "kind"])
     assert s.loc[("SyntheticPull-v0", "actionless"), "skipped"] == 1
