@@ -48,7 +48,8 @@ def _world_to_base_xy(env, delta: np.ndarray) -> np.ndarray:
 
 
 def _has_gripper(env) -> bool:
-    return env.action_dim == 4
+    """Whether the robot has a gripper (Panda); panda_stick's padded last column stays 0 (SimEnv ignores it)."""
+    return getattr(env, "robot", "panda") != "panda_stick" and env.action_dim == 4
 
 
 class ScriptedPolicy:
