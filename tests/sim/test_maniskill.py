@@ -166,6 +166,25 @@ def test_pullcubetool_expert_pulls_the_cube_in_with_the_tool():
 
 
 @pytest.mark.sim
+def test_pullcubetool_far_cube_is_pulled_in_from_beside():
+    """Seed 5 puts the cube out of the gripper-down hand's reach for the over route (the old expert's miss): the
+    beside route (put the tool down next to the cube, re-grasp its end, slide it past the cube) gets it."""
+    _vulkan_or_skip()
+    from rla_pipeline.episodes.sources.maniskill import rollout
+    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+    from rla_pipeline.sim.experts import EXPERT_MAX_STEPS, make_expert
+
+    limit = EXPERT_MAX_STEPS["PullCubeTool-v1"]
+    with make_env(SimEnvConfig(task="PullCubeTool-v1", image_size=32, with_mask=False, max_episode_steps=limit)) as env:
+        routes, steps = [], []
+        for seed in (0, 5):
+            expert = make_expert("PullCubeTool-v1")
+            steps.append(rollout(env, expert, seed, limit, 0).success_step)
+            routes.append(expert.route)
+    assert routes == ["over", "beside"] and None not in steps, (routes, steps)
+
+
+@pytest.mark.sim
 def test_pusht_expert_aligns_the_tee_with_the_goal():
     # seeds 0-2 are the first three of scripts/bench_experts.py (not picked): >= 90 % overlap within the
     # expert's step limit (EXPERT_MAX_STEPS, 300) on at least 2 of 3, like the bar of the benchmark
