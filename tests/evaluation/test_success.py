@@ -105,3 +105,38 @@ def test_episodes_to_resolve_a_15_point_difference():
     assert episodes_to_resolve(0.5, 0.65, discordance=0.25) < n  # correlated policies need fewer
     with pytest.raises(ValueError):
         episodes_to_resolve(0.5, 0.5)
+
+
+# ---------------------------------------------------------------- the paper's tasks, rows and robots (issue 14.2)
+def test_tables_name_the_papers_rows_and_both_robots():
+    from rla_pipeline.evaluation.success import PAPER_TABLE2_ROBOTS, PAPER_TABLE2_TASKS, paper_column
+    from rla_pipeline.sim.envs import TASK_ROBOTS
+
+    eps = _episodes({(p, t): k for t, k in zip(PAPER_TABLE2_TASKS, range(5)) for p in ("bc", "bc_rla")})
+    t = comparison_table(eps, "bc", "bc_rla", PAPER_TABLE2, ("BC-ResNet", "+RLA"), paper_table="Table 2",
+                         robots=TASK_ROBOTS, paper_robots=PAPER_TABLE2_ROBOTS)
+    assert t["task"].tolist() == [*PAPER_TABLE2_TASKS, "average"]
+    col = paper_column("Table 2", "+RLA")
+    assert col.startswith(PAPER_LABEL) and "Table 2" in col and "+RLA" in col
+    by_task = t.set_index("task")
+    # every paper column of Table 2 is filled with the paper's own number for that task
+    assert by_task[col].tolist() == [15.2, 43.8, 43.6, 12.0, 63.6, 35.6]
+    assert by_task.loc["PushT-v1", "robot (ours)"] == "panda_stick"
+    assert by_task.loc["PushT-v1", "robot (paper)"] == "UR10e + stick"
+    assert by_task.loc["PokeCube-v1", "robot (ours)"] == "panda"
+    assert by_task.loc["PokeCube-v1", "robot (paper)"] == "xArm6 + Robotiq"
+    md = table_markdown(t, "bc", "bc_rla", "Table 2")
+    assert "| robot (ours) | robot (paper) |" in md and f" {col} |" in md
+    assert "| PushT-v1 | panda_stick | UR10e + stick |" in md
+
+
+def test_table3_runs_on_the_papers_three_tasks_in_the_papers_order():
+    from rla_pipeline.evaluation.success import PAPER_TABLE2_TASKS
+    from rla_pipeline.stages.evaluation import EvaluationConfig, table3_tasks
+
+    cfg = EvaluationConfig()
+    assert table3_tasks(cfg, PAPER_TABLE2_TASKS) == ["PokeCube-v1", "RollBall-v1", "PushT-v1"]
+    assert table3_tasks(cfg, ["PushCube-v1", "PokeCube-v1"]) == ["PokeCube-v1"]  # the others are not in the run
+    assert table3_tasks(EvaluationConfig.from_dict({"table3_tasks": None}), ["PushCube-v1"]) == ["PushCube-v1"]
+    with pytest.raises(ValueError, match="table3_tasks"):
+        table3_tasks(cfg, ["PushCube-v1"])

@@ -166,6 +166,25 @@ def test_pullcubetool_expert_pulls_the_cube_in_with_the_tool():
 
 
 @pytest.mark.sim
+def test_pullcubetool_far_cube_is_pulled_in_from_beside():
+    """Seed 5 puts the cube out of the gripper-down hand's reach for the over route (the old expert's miss): the
+    beside route (put the tool down next to the cube, re-grasp its end, slide it past the cube) gets it."""
+    _vulkan_or_skip()
+    from rla_pipeline.episodes.sources.maniskill import rollout
+    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+    from rla_pipeline.sim.experts import EXPERT_MAX_STEPS, make_expert
+
+    limit = EXPERT_MAX_STEPS["PullCubeTool-v1"]
+    with make_env(SimEnvConfig(task="PullCubeTool-v1", image_size=32, with_mask=False, max_episode_steps=limit)) as env:
+        routes, steps = [], []
+        for seed in (0, 5):
+            expert = make_expert("PullCubeTool-v1")
+            steps.append(rollout(env, expert, seed, limit, 0).success_step)
+            routes.append(expert.route)
+    assert routes == ["over", "beside"] and None not in steps, (routes, steps)
+
+
+@pytest.mark.sim
 def test_pusht_expert_aligns_the_tee_with_the_goal():
     # seeds 0-2 are the first three of scripts/bench_experts.py (not picked): >= 90 % overlap within the
     # expert's step limit (EXPERT_MAX_STEPS, 300) on at least 2 of 3, like the bar of the benchmark
@@ -196,3 +215,60 @@ def test_pusht_pushes_start_beside_the_tee():
     expert.reset(_Env())
     starts = expert.points + expert.normals * expert.approach
     assert len(starts) > 40 and _tee_clearance(starts).min() >= expert.clearance
+
+
+@pytest.mark.sim
+def test_paper_tasks_share_one_action_width_and_their_robots_are_named():
+    """The paper's five tasks (the default) give one action width, so one BC / WMRL policy acts in all of them:
+    panda_stick (PushT) carries the Panda's gripper column, ignored by the simulator."""
+    _vulkan_or_skip()
+    from rla_pipeline.evaluation.success import PAPER_TABLE2_TASKS
+    from rla_pipeline.sim.envs import TASK_ROBOTS, SimEnvConfig, make_env
+
+    widths = {}
+    for task in PAPER_TABLE2_TASKS:
+        with make_env(SimEnvConfig(task=task, image_size=32, with_mask=False)) as env:
+            assert env.robot == TASK_ROBOTS[task], task  # the tables' robot names are the simulator's
+            widths[task] = env.action_dim
+    assert set(widths.values()) == {4}, widths
+
+    def frames(last: float, shared: bool = True):
+        with make_env(SimEnvConfig(task="PushT-v1", image_size=32, with_mask=False,
+                                   shared_action_layout=shared)) as env:
+            out = [env.reset(seed=3).rgb]
+            for i in range(6):
+                a = np.r_[0.3, -0.5 + 0.2 * i, 0.1][: env.native_action_dim]
+                out.append(env.step(np.r_[a, [last] * (env.action_dim - env.native_action_dim)])[0].rgb)
+            return env.action_dim, env.native_action_dim, np.stack(out)
+
+    d0, n0, f0 = frames(0.0)
+    d1, _, f1 = frames(1.0)
+    dn, nn, fn = frames(0.0, shared=False)
+    assert (d0, n0, dn, nn) == (4, 3, 3, 3)
+    assert f0[-1].std() > 0 and not np.array_equal(f0[0], f0[-1])  # the stick moved
+    assert np.array_equal(f0, f1) and np.array_equal(f0, fn)  # the padded column changes nothing
+
+
+@pytest.mark.sim
+def test_new_paper_tasks_demos_go_through_ingestion(tmp_path, monkeypatch):
+    """PushT, RollBall and PullCubeTool demos (the tasks that became the default) through the ingestion nodes
+    with the same config keys as `kedro run`: kept demos are successes with the shared 4-wide actions."""
+    _vulkan_or_skip()
+    from rla_pipeline.episodes.format import episode_actions
+    from rla_pipeline.episodes.format import EpisodeStore
+    from rla_pipeline.pipelines.ingestion import nodes
+
+    store = EpisodeStore(tmp_path / "episodes")
+    params = {"simulation": {"image_size": 32, "with_mask": False, "demos_per_task": 1, "play_per_task": 0,
+                             "actionless_per_task": 0, "max_attempt_factor": 2}}
+    tasks = ["PushT-v1", "RollBall-v1", "PullCubeTool-v1"]
+    demos = nodes.simulate_demos(store, params, tasks, 0)
+    kept = demos[demos["kept"]]
+    assert sorted(kept["task"]) == sorted(tasks), demos[["task", "seed", "success", "kept"]]
+    assert kept["success"].all() and not demos.loc[~demos["kept"], "success"].any()  # only successes are kept
+    for eid in kept["episode_id"]:
+        meta = store.read_meta(eid)
+        assert meta.success and meta.action_dim == 4 and meta.control_mode == "pd_ee_delta_pos"
+        assert episode_actions(store.read_steps(eid)).shape[1] == 4
+        if meta.task == "PushT-v1":
+            assert meta.robot == "panda_stick" and (episode_actions(store.read_steps(eid))[:, 3] == 0).all()

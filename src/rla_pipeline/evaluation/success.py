@@ -32,6 +32,20 @@ PAPER_TABLE3 = {
     "BC-ResNet": {"PokeCube": 89.9, "RollBall": 65.5, "PushT": 17.2},
     "WMRL": {"PokeCube": 95.9, "RollBall": 73.1, "PushT": 20.7},
 }
+# The robots of the paper's columns (rla-method.md: Table 2's "Tasks and robots" line, Table 3's column headers).
+# Ours are ManiSkill 3's stock robots (``sim.envs.TASK_ROBOTS``): the numbers are not comparable one to one.
+PAPER_TABLE2_ROBOTS = {"PushT": "UR10e + stick", "RollBall": "UR10e + stick", "PullCube": "Panda",
+                       "PullCubeTool": "Panda", "PokeCube": "xArm6 + Robotiq"}
+PAPER_TABLE3_ROBOTS = {"PokeCube": "XArm", "RollBall": "UR10e", "PushT": "UR10e"}
+#: The paper's task lists, in its column order: Table 2 (BC vs BC+RLA) and Table 3 (BC vs WMRL).
+PAPER_TABLE2_TASKS = ("PushT-v1", "RollBall-v1", "PullCube-v1", "PullCubeTool-v1", "PokeCube-v1")
+PAPER_TABLE3_TASKS = ("PokeCube-v1", "RollBall-v1", "PushT-v1")
+
+
+def paper_column(table: str, row: str) -> str:
+    """Name of the column holding the paper's ``row`` of ``table`` (e.g. "Table 2", "+RLA") as a reference."""
+    prefix = f"{PAPER_LABEL}: " if not table else f"{PAPER_LABEL}: {table}, row "
+    return f"{prefix}{row}"
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -144,6 +158,9 @@ def comparison_table(
     paper_names: tuple[str, str],
     n_boot: int = 2000,
     seed: int = 0,
+    paper_table: str = "",
+    robots: dict[str, str] | None = None,
+    paper_robots: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Wide table: one row per task (+ ``average``), our rates with CIs, the paired difference with its interval, the
     paper's numbers, and a verdict column.
@@ -153,6 +170,10 @@ def comparison_table(
     ``diff_ci_low/high`` (paired bootstrap 95%), ``only_baseline`` / ``only_method`` (discordant pairs) and
     ``p_mcnemar``. ``verdict`` per row: "<method> better" / "<method> worse" only when the exact McNemar test rejects
     equality at 5%, else "no clear difference" — with a handful of episodes most rows honestly say the latter.
+
+    The paper's numbers go to columns named by :func:`paper_column` (``paper_table``, e.g. "Table 2", names the
+    table; the paper's rows are ``paper_names``). ``robots`` (ManiSkill task id -> our robot) and ``paper_robots``
+    (paper column name, e.g. "PushT" -> its robot) add ``robot (ours)`` / ``robot (paper)`` columns when given.
     """
     rates = success_rates(episodes[episodes["policy"].isin([baseline, method])])
     tasks = list(dict.fromkeys(episodes["task"]))
@@ -160,6 +181,11 @@ def comparison_table(
     rows = []
     for task in [*tasks, "average"]:
         row: dict[str, object] = {"task": task}
+        key = "average" if task == "average" else _paper_key(task)
+        if robots is not None:
+            row["robot (ours)"] = "" if task == "average" else robots.get(task, "?")
+        if paper_robots is not None:
+            row["robot (paper)"] = "" if task == "average" else paper_robots.get(key, "not in the paper")
         stats = {}
         for pol in (baseline, method):
             if task == "average":
@@ -175,9 +201,8 @@ def comparison_table(
             row[f"{pol}_sr"] = float(s["sr"])
             row[f"{pol}_ci_low"] = float(s["ci_low"])
             row[f"{pol}_ci_high"] = float(s["ci_high"])
-        key = "average" if task == "average" else _paper_key(task)
         for pol, name in zip((baseline, method), paper_names):
-            row[f"{PAPER_LABEL}: {name}"] = paper.get(name, {}).get(key, float("nan"))
+            row[paper_column(paper_table, name)] = paper.get(name, {}).get(key, float("nan"))
         diff = paired_difference(pairs if task == "average" else pairs[pairs["task"] == task], n_boot, seed)
         row.update(diff)
         if diff["p_mcnemar"] < 0.05 and diff["diff"] > 0:
@@ -209,11 +234,12 @@ def verdict_line(table: pd.DataFrame, baseline: str, method: str) -> str:
 def table_markdown(table: pd.DataFrame, baseline: str, method: str, title: str, note: str = "") -> str:
     """Markdown with our rates as ``sr [low, high] (n)``, the paper's reference numbers, and the verdict line."""
     paper_cols = [c for c in table.columns if c.startswith(PAPER_LABEL)]
-    header = ["task", f"{baseline} (ours)", f"{method} (ours)", f"{method} - {baseline} [paired 95%]", "McNemar p",
+    robot_cols = [c for c in ("robot (ours)", "robot (paper)") if c in table.columns]
+    header = ["task", *robot_cols, f"{baseline} (ours)", f"{method} (ours)", f"{method} - {baseline} [paired 95%]", "McNemar p",
               *paper_cols, "verdict"]
     lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in table.iterrows():
-        cells = [str(r["task"])]
+        cells = [str(r["task"]), *(str(r[c]) for c in robot_cols)]
         for pol in (baseline, method):
             cells.append(f"{r[f'{pol}_sr']:.1f} [{r[f'{pol}_ci_low']:.1f}, {r[f'{pol}_ci_high']:.1f}] (n={int(r[f'{pol}_n'])})")
         cells.append(f"{r['diff']:+.1f} [{r['diff_ci_low']:+.1f}, {r['diff_ci_high']:+.1f}]")
@@ -226,8 +252,10 @@ def table_markdown(table: pd.DataFrame, baseline: str, method: str, title: str, 
     lines += ["", "Success rate in percent with 95% Wilson interval and episode count. Both policies ran the same "
               "evaluation seeds: the difference is paired (bootstrap over seeds, stratified by task) and the verdict "
               "is the exact McNemar test at 5%. "
-              f"Columns marked '{PAPER_LABEL}' are the paper's numbers, not ours: other robots, tasks variants and "
-              "scale, shown only for orientation.", "", verdict_line(table, baseline, method)]
+              f"Columns marked '{PAPER_LABEL}' are the paper's numbers (the named table and row), not ours: other "
+              "robots, task variants and scale, shown only for orientation."
+              + (" 'robot (ours)' is ManiSkill 3's stock robot we ran; 'robot (paper)' the one behind the paper's "
+                 "number." if robot_cols else ""), "", verdict_line(table, baseline, method)]
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 #: Tasks this project generates data for and evaluates on (robot and default control mode are ManiSkill's).
 SUPPORTED_TASKS = ("PushCube-v1", "PullCube-v1", "PokeCube-v1", "PushT-v1", "RollBall-v1", "PullCubeTool-v1")
+#: ManiSkill 3's default robot of each task (what ``SimEnv.robot`` reports; checked in tests/sim): the tables name it.
+TASK_ROBOTS = {"PushCube-v1": "panda", "PullCube-v1": "panda", "PokeCube-v1": "panda", "PushT-v1": "panda_stick",
+               "RollBall-v1": "panda", "PullCubeTool-v1": "panda"}
 #: Scene actors that are background, not "task objects" (masked out before DINO).
 BACKGROUND_ACTORS = ("ground", "table-workspace")
 
@@ -36,6 +39,10 @@ class SimEnvConfig:
         with_mask: also render the segmentation camera and return a foreground mask.
         max_episode_steps: episode length limit; None = the task's registered limit (50 for the cube tasks).
         camera: which sensor camera to return.
+        shared_action_layout: give panda_stick (PushT) the Panda's action layout: one extra, ignored column
+            where the Panda has its gripper (pd_ee_delta_pos: 3 -> 4 = xyz delta + unused). One policy then
+            acts in every paper task with one action width (BC, WMRL and their datasets need one width); the
+            last column of PushT's recorded actions is always 0. False = ManiSkill's own width.
     """
 
     task: str
@@ -44,6 +51,7 @@ class SimEnvConfig:
     with_mask: bool = True
     max_episode_steps: int | None = None
     camera: str = "base_camera"
+    shared_action_layout: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task.endswith(("-v0", "-v1", "-v2")):
@@ -74,7 +82,8 @@ class SimEnv:
 
     Attributes:
         task, robot, control_mode: as configured / ManiSkill's default robot for the task.
-        action_dim, proprio_dim: sizes of actions and ``Frame.proprio``.
+        action_dim, proprio_dim: sizes of actions (``native_action_dim`` + the padded column of a shared
+            layout, see ``SimEnvConfig.shared_action_layout``) and of ``Frame.proprio``.
         fps: the control frequency in Hz (one ``step`` = 1/fps seconds).
         max_steps: episode step limit (``done`` becomes True at this step).
         unwrapped: ManiSkill's env (privileged state for scripted experts).
@@ -106,9 +115,13 @@ class SimEnv:
         self.max_steps = int(cfg.max_episode_steps or registered or 100)
         self.fps = float(self.unwrapped.control_freq)
         self.robot = str(self.unwrapped.robot_uids)
-        self.action_dim = int(self.unwrapped.single_action_space.shape[0])
-        self._action_low = self.unwrapped.single_action_space.low.astype(np.float32)
-        self._action_high = self.unwrapped.single_action_space.high.astype(np.float32)
+        self.native_action_dim = int(self.unwrapped.single_action_space.shape[0])
+        # panda_stick is the Panda arm without a gripper: in every control mode its actions are the Panda's minus
+        # the last (gripper) column, so padding that column back gives both robots one layout
+        pad = 1 if cfg.shared_action_layout and self.robot == "panda_stick" else 0
+        self.action_dim = self.native_action_dim + pad
+        self._action_low = np.r_[self.unwrapped.single_action_space.low, -np.ones(pad)].astype(np.float32)
+        self._action_high = np.r_[self.unwrapped.single_action_space.high, np.ones(pad)].astype(np.float32)
         self.proprio_dim = int(self.unwrapped.agent.robot.get_qpos().shape[-1])
         self._foreground_ids: np.ndarray | None = None
         self._t = 0
@@ -153,7 +166,8 @@ class SimEnv:
         if not np.all(np.isfinite(action)):
             raise ValueError(f"non-finite action {action}")
         action = np.clip(action, self._action_low, self._action_high)
-        obs, reward, terminated, truncated, info = self._env.step(action[None])
+        # the padded column of a shared layout (see SimEnvConfig) is dropped here: the robot has no gripper
+        obs, reward, terminated, truncated, info = self._env.step(action[None, : self.native_action_dim])
         self._t += 1
         success = bool(_scalar(info.get("success", False)))
         out_info = {"success": success, "elapsed_steps": self._t}

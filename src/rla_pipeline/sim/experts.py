@@ -48,7 +48,8 @@ def _world_to_base_xy(env, delta: np.ndarray) -> np.ndarray:
 
 
 def _has_gripper(env) -> bool:
-    return env.action_dim == 4
+    """Whether the robot has a gripper (Panda); panda_stick's padded last column stays 0 (SimEnv ignores it)."""
+    return getattr(env, "robot", "panda") != "panda_stick" and env.action_dim == 4
 
 
 class ScriptedPolicy:
@@ -271,13 +272,23 @@ class RollBallExpert(ScriptedPolicy):
 
 
 class PullCubeToolExpert(ScriptedPolicy):
-    """PullCubeTool: grasp the L-tool's handle, lift it over the cube, drop the hook behind the cube, pull it in.
+    """PullCubeTool: grasp the L-tool's handle, get the hook behind the cube, pull the cube in with it.
 
     The tool's frame sits at the handle's near end, the handle runs along +x (0..0.20 m, 5 cm wide) and the hook
     occupies x in [0.15, 0.20], y in [0, 0.10] of the tool frame. The Panda's closing axis is world y, so the
-    hand grasps the handle across its width ``grasp_x`` from its end. The hook goes down with its inner face
-    ``hook_gap`` behind the cube and the cube between handle and hook tip, then the hand pulls towards the base
-    until the cube is ``pull_to`` m from it (success: < 0.6 m).
+    hand grasps the handle across its width. Success: the cube < 0.6 m from the robot base (pulled to ``pull_to``).
+
+    Two routes, chosen from the initial state:
+
+    * **over** (the hand reaches the spot): grasp ``grasp_x`` from the handle's end (near the centre of mass, so
+      the hook does not droop), lift the tool over the cube, lower the hook ``hook_gap`` behind it with the cube
+      between handle and hook tip, pull towards the base.
+    * **beside** (far cubes: the hand position of the over route is more than ``over_reach`` from the base, where
+      the gripper-down Panda of ``pd_ee_delta_pos`` cannot go at table height): carry the tool (same grasp) to the
+      cube's side, hook tip ``side`` short of the cube, as far forward as the arm reaches, put it down, re-grasp it
+      ``end_grasp`` from its near end (a tool lying on the table does not droop, however it is held), slide it
+      forward along the table until the hook is past the cube, slide it sideways so the cube goes between handle
+      and hook, pull. Held near its end the tool reaches ~7.5 cm further than held at its middle.
     """
 
     hover_z = 0.10
@@ -288,6 +299,23 @@ class PullCubeToolExpert(ScriptedPolicy):
     hook_gap = 0.012
     pull_to = 0.5
     max_speed = 0.05
+    # beside route
+    over_reach = 0.80  # hand distance from the base (m) beyond which the over route is not tried
+    carry_reach = 0.76  # how far (from the base) the hand carries the tool to the cube's side
+    side_z = 0.06  # carry height beside the cube (the tool only has to clear the table)
+    side = 0.14  # cube y - tool y while sliding forward: hook tip (tool y 0.10) 1 cm clear of the turned cube
+    side_gap = 0.016  # hook inner face this far behind the cube's far face (sideways slide must not touch it)
+    end_grasp = 0.025
+
+    def reset(self, env) -> None:
+        super().reset(env)
+        self.route = None
+        self._last_tcp = None
+
+    def _stalled(self, tcp: np.ndarray) -> bool:
+        """True when the hand moved < 2 mm since the last step (at the edge of its reach), after 4 steps."""
+        last, self._last_tcp = self._last_tcp, tcp.copy()
+        return last is not None and self._phase_steps > 4 and np.linalg.norm(tcp - last) < 0.002
 
     def act(self, env) -> np.ndarray:
         u = env.unwrapped
@@ -295,6 +323,11 @@ class PullCubeToolExpert(ScriptedPolicy):
         cube = _np(u.cube.pose.p)
         tcp = tcp_position(env)
         base = _np(u.agent.robot.get_links()[0].pose.p)
+        half = float(u.cube_half_size)
+        inner = float(u.handle_length - u.hook_length)  # hook inner face, tool x
+        if self.route is None:
+            hand = np.r_[cube[0] + half + self.hook_gap - inner + self.grasp_x, cube[1] - 0.0625]
+            self.route = "beside" if np.linalg.norm(hand - base[:2]) > self.over_reach else "over"
         grasp = np.r_[tool[0] + self.grasp_x, tool[1]]
         if self.phase == 0:  # above the handle, gripper open
             self.gripper = GRIPPER_OPEN
@@ -309,14 +342,14 @@ class PullCubeToolExpert(ScriptedPolicy):
         if self.phase == 2:  # close and wait
             self.gripper = GRIPPER_CLOSED
             if self._phase_steps >= 4:
-                self.hold = tcp - tool  # hand position in the tool frame (the tool keeps its orientation)
                 self._next_phase()
             return self._goto(env, np.r_[grasp, self.grasp_z], speed=0.0)
+        if self.route == "beside":
+            return self._beside(env, tool, cube, tcp, base, half, inner)
         self.gripper = GRIPPER_CLOSED
         offset = tcp - tool  # live grasp offset (the tool may slip a little in the hand)
         # tool origin that puts the hook's inner face behind the cube and the cube mid-way across the hook
-        tool_target = np.r_[cube[0] + float(u.cube_half_size) + self.hook_gap - (u.handle_length - u.hook_length),
-                            cube[1] - 0.0625]
+        tool_target = np.r_[cube[0] + half + self.hook_gap - inner, cube[1] - 0.0625]
         hand_target = tool_target + offset[:2]
         if self.phase == 3:  # lift the tool
             if tcp[2] > self.lift_z - 0.01:
@@ -330,12 +363,67 @@ class PullCubeToolExpert(ScriptedPolicy):
             if tcp[2] < self.carry_z + 0.008:
                 self._next_phase()
             return self._goto(env, np.r_[hand_target, self.carry_z])
-        # pull towards the base until the cube is well inside the success radius
+        return self._pull(env, cube, tcp, base, self.carry_z)
+
+    def _pull(self, env, cube, tcp, base, z) -> np.ndarray:
+        """Pull towards the base until the cube is well inside the success radius, then hold still."""
         if np.linalg.norm(cube[:2] - base[:2]) < self.pull_to:
             return self._goto(env, tcp, speed=0.0)
         to_base = base[:2] - cube[:2]
         to_base /= max(np.linalg.norm(to_base), 1e-6)
-        return self._goto(env, np.r_[tcp[:2] + to_base * 0.04, self.carry_z], speed=0.03)
+        return self._goto(env, np.r_[tcp[:2] + to_base * 0.04, z], speed=0.03)
+
+    def _beside(self, env, tool, cube, tcp, base, half, inner) -> np.ndarray:
+        final = np.r_[cube[0] + half + self.side_gap - inner, cube[1] - 0.0625]  # tool origin, cube hooked
+        side_y = cube[1] - self.side
+        if self.phase < 7:
+            self.gripper = GRIPPER_CLOSED
+        if self.phase == 3:  # lift just clear of the table (beside the cube nothing is in the way)
+            if tcp[2] > self.side_z - 0.01:
+                self._next_phase()
+            return self._goto(env, np.r_[tcp[:2], self.side_z])
+        if self.phase == 4:  # carry beside the cube, as far forward as needed and reachable
+            dy = side_y + (tcp[1] - tool[1]) - base[1]
+            x_max = base[0] + np.sqrt(max(self.carry_reach ** 2 - dy ** 2, 0.0))
+            target = np.r_[min(final[0] + self.grasp_x, x_max), side_y + (tcp[1] - tool[1]), self.side_z]
+            if np.linalg.norm(tcp[:2] - target[:2]) < 0.01 or self._stalled(tcp):
+                self._next_phase()
+            return self._goto(env, target)
+        if self.phase == 5:  # put it down
+            if tcp[2] < self.grasp_z + 0.006 or self._phase_steps > 8:
+                self._next_phase()
+            return self._goto(env, np.r_[tcp[:2], self.grasp_z])
+        if self.phase == 6:  # let go and rise
+            self.gripper = GRIPPER_OPEN
+            if self._phase_steps >= 2 and tcp[2] > self.side_z - 0.01:
+                self._next_phase()
+            return self._goto(env, np.r_[tcp[:2], self.side_z] if self._phase_steps >= 2 else tcp)
+        end = np.r_[tool[0] + self.end_grasp, tool[1]]
+        if self.phase == 7:  # over the tool's near end
+            self.gripper = GRIPPER_OPEN
+            if np.linalg.norm(tcp[:2] - end) < 0.008:
+                self._next_phase()
+            return self._goto(env, np.r_[end, self.side_z])
+        if self.phase == 8:  # down to it
+            if tcp[2] < self.grasp_z + 0.006:
+                self._next_phase()
+            return self._goto(env, np.r_[end, self.grasp_z])
+        if self.phase == 9:  # close on it
+            self.gripper = GRIPPER_CLOSED
+            if self._phase_steps >= 3:
+                self._next_phase()
+            return self._goto(env, np.r_[end, self.grasp_z], speed=0.0)
+        self.gripper = GRIPPER_CLOSED
+        offset = tcp[:2] - tool[:2]
+        if self.phase == 10:  # slide forward along the table, hook tip beside the cube
+            if abs(tool[0] - final[0]) < 0.006 or self._phase_steps > 25:
+                self._next_phase()
+            return self._goto(env, np.r_[np.r_[final[0], side_y] + offset, self.grasp_z], speed=0.04)
+        if self.phase == 11:  # slide sideways: the cube goes between handle and hook tip
+            if abs(tool[1] - final[1]) < 0.006 or self._phase_steps > 20:
+                self._next_phase()
+            return self._goto(env, np.r_[final + offset, self.grasp_z], speed=0.03)
+        return self._pull(env, cube, tcp, base, self.grasp_z)
 
 
 def _tee_edges(step: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
@@ -548,8 +636,9 @@ _EXPERIMENTAL: dict[str, type[ScriptedPolicy]] = {}
 
 #: Step limits the experts need where the task's registered limit is too short (measured in docs/simulation.md):
 #: PushT's greedy pusher turns the tee by up to pi in short pushes and succeeds after ~100-260 steps (registered
-#: 100). Episode generation should use at least these (``SimulationConfig.task_max_steps``).
-EXPERT_MAX_STEPS = {"PushT-v1": 300}
+#: 100); PullCubeTool's "beside" route (far cubes: put down, re-grasp, two slides) needs ~110-130 (registered 100).
+#: Episode generation should use at least these (``SimulationConfig.task_max_steps``).
+EXPERT_MAX_STEPS = {"PushT-v1": 300, "PullCubeTool-v1": 150}
 
 
 def expert_tasks() -> tuple[str, ...]:

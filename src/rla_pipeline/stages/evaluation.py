@@ -15,21 +15,42 @@ from rla_pipeline.rl.sim_eval import SimEvalConfig
 from rla_pipeline.utils.config import from_dict
 
 
+def _paper_table3_tasks() -> tuple[str, ...]:
+    from rla_pipeline.evaluation.success import PAPER_TABLE3_TASKS
+
+    return PAPER_TABLE3_TASKS
+
+
 @dataclass
 class EvaluationConfig:
     """``params:evaluation``: n_episodes per (policy, task); seed_offset (eval seeds: seed_offset + 1000 * global
     seed + i; training demos use low seeds); sim (SimEvalConfig; image_size/control_mode null = the training
-    episodes' own); speed_steps (simulator steps timed); speed_calls (batched imagined-env calls timed)."""
+    episodes' own); speed_steps (simulator steps timed); speed_calls (batched imagined-env calls timed);
+    table3_tasks (the tasks Table 3, token BC vs WMRL, is evaluated on, in the table's row order: the paper's
+    PokeCube, RollBall, PushT by default; those not among the run's ``tasks`` are skipped; null = every task)."""
 
     n_episodes: int = 10
     seed_offset: int = 10_000
     sim: SimEvalConfig = field(default_factory=SimEvalConfig)
     speed_steps: int = 20
     speed_calls: int = 5
+    table3_tasks: list[str] | None = field(default_factory=lambda: list(_paper_table3_tasks()))
 
     @classmethod
     def from_dict(cls, d: "dict | EvaluationConfig | None") -> "EvaluationConfig":
         return d if isinstance(d, cls) else from_dict(cls, d, where="evaluation")
+
+
+def table3_tasks(cfg: EvaluationConfig, tasks: Sequence[str]) -> list[str]:
+    """The run's tasks Table 3 covers: ``cfg.table3_tasks`` (its order) that are among ``tasks``; all of ``tasks``
+    when it is null. ValueError when none is left (WMRL would be trained but never evaluated)."""
+    if cfg.table3_tasks is None:
+        return list(tasks)
+    chosen = [t for t in cfg.table3_tasks if t in set(tasks)]
+    if not chosen:
+        raise ValueError(f"evaluation.table3_tasks {list(cfg.table3_tasks)} shares no task with the run's tasks "
+                         f"{list(tasks)}: set it to some of them (or null = all)")
+    return chosen
 
 
 def eval_seeds(cfg: EvaluationConfig, seed: int) -> list[int]:
@@ -102,11 +123,13 @@ def check_same_execution(params, rl_params, chunk: int) -> int:
 
 def evaluate_wmrl(token_bc_policy, wmrl_policy, feature_cache, episode_index: pd.DataFrame, params: dict,
                   features_params: dict, tasks: list[str], seed: int, rl_params: dict | None = None) -> pd.DataFrame:
-    """Token BC and WMRL in the simulator (DINO-encoded observations) -> wmrl_eval_episodes. ``rl_params``: checked
-    to execute as many actions per chunk as the simulator (see :func:`check_same_execution`)."""
+    """Token BC and WMRL in the simulator (DINO-encoded observations) on Table 3's tasks (:func:`table3_tasks`)
+    -> wmrl_eval_episodes. ``rl_params``: checked to execute as many actions per chunk as the simulator (see
+    :func:`check_same_execution`)."""
     if rl_params is not None:
         check_same_execution(params, rl_params, wmrl_policy.config.chunk)
-    return evaluate_policies_in_sim({"token_bc": ("token", token_bc_policy), "wmrl": ("token", wmrl_policy)}, tasks,
+    t3 = table3_tasks(EvaluationConfig.from_dict(params), tasks)
+    return evaluate_policies_in_sim({"token_bc": ("token", token_bc_policy), "wmrl": ("token", wmrl_policy)}, t3,
                                     params, episode_index, seed, encoder=dino_encoder(features_params, feature_cache))
 
 
@@ -127,9 +150,11 @@ def _log_table(name: str, table: pd.DataFrame, markdown: str, baseline: str, met
 
 def bc_success_table(bc_eval_episodes: pd.DataFrame):
     """-> (table, markdown): BC vs BC+RLA per task + average, with the paper's Table 2 beside."""
-    from rla_pipeline.evaluation.success import PAPER_TABLE2, comparison_table, table_markdown
+    from rla_pipeline.evaluation.success import PAPER_TABLE2, PAPER_TABLE2_ROBOTS, comparison_table, table_markdown
+    from rla_pipeline.sim.envs import TASK_ROBOTS
 
-    t = comparison_table(bc_eval_episodes, "bc", "bc_rla", PAPER_TABLE2, ("BC-ResNet", "+RLA"))
+    t = comparison_table(bc_eval_episodes, "bc", "bc_rla", PAPER_TABLE2, ("BC-ResNet", "+RLA"), paper_table="Table 2",
+                         robots=TASK_ROBOTS, paper_robots=PAPER_TABLE2_ROBOTS)
     md = table_markdown(t, "bc", "bc_rla", "Table 2 (ours): BC-ResNet vs BC-ResNet + RLA latent head, real simulator")
     _log_table("bc_success", t, md, "bc", "bc_rla")
     return t, md
@@ -137,9 +162,11 @@ def bc_success_table(bc_eval_episodes: pd.DataFrame):
 
 def wmrl_success_table(wmrl_eval_episodes: pd.DataFrame):
     """-> (table, markdown): token BC vs WMRL per task + average, with the paper's Table 3 beside."""
-    from rla_pipeline.evaluation.success import PAPER_TABLE3, comparison_table, table_markdown
+    from rla_pipeline.evaluation.success import PAPER_TABLE3, PAPER_TABLE3_ROBOTS, comparison_table, table_markdown
+    from rla_pipeline.sim.envs import TASK_ROBOTS
 
-    t = comparison_table(wmrl_eval_episodes, "token_bc", "wmrl", PAPER_TABLE3, ("BC-ResNet", "WMRL"))
+    t = comparison_table(wmrl_eval_episodes, "token_bc", "wmrl", PAPER_TABLE3, ("BC-ResNet", "WMRL"),
+                         paper_table="Table 3", robots=TASK_ROBOTS, paper_robots=PAPER_TABLE3_ROBOTS)
     md = table_markdown(t, "token_bc", "wmrl", "Table 3 (ours): token BC vs WMRL (PPO inside the world model)",
                         note="Our baseline is the token policy WMRL starts from (BC on DINO tokens), not BC-ResNet.")
     _log_table("wmrl_success", t, md, "token_bc", "wmrl")
