@@ -59,7 +59,7 @@ def test_two_workers_and_a_killed_one_finish_exactly_n_trials_on_postgres(tmp_pa
         assert storage.startswith("postgresql+psycopg2://")
         url, storage = storage, None
         try:
-            # Worker 0 alone: killed with SIGKILL as soon as it holds a RUNNING trial.
+            # Worker 0 alone: killed with SIGKILL as soon as it holds a RUNNING trial with its parameters drawn.
             victim = _worker(project_root, url, env, logs[0])
             procs.append(victim)
             deadline = time.monotonic() + 600
@@ -74,7 +74,9 @@ def test_two_workers_and_a_killed_one_finish_exactly_n_trials_on_postgres(tmp_pa
                         time.sleep(0.2)
                         continue
                 study = _load(storage)
-                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if study else []
+                # a RUNNING trial that has drawn its parameters (killed earlier, it has none to re-queue)
+                running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                           if t.params] if study else []
                 time.sleep(0.1)
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=30)
