@@ -120,8 +120,9 @@ def test_decoder_learns_held_out_reconstruction_beats_the_mean_image(data, proje
 
 @pytest.mark.slow
 def test_kedro_run_pixel_decoder_saves_the_model_and_tables_and_logs_a_nested_mlflow_run(
-        data, project_root, monkeypatch, mlflow_uri):
-    """`kedro run --env=test --pipelines=pixel_decoder` on a data root that ingestion + features filled."""
+        data, trained, project_root, monkeypatch, mlflow_uri):
+    """`kedro run --env=test --pipelines=pixel_decoder` on a data root that ingestion + features + rla + world_model
+    filled (the world models and split of the ``trained`` fixture, saved where the catalog reads them)."""
     import torch
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -131,6 +132,10 @@ def test_kedro_run_pixel_decoder_saves_the_model_and_tables_and_logs_a_nested_ml
     from rla_pipeline.models.pixel_decoder import PixelDecoder, decode_tokens
 
     root, _, cache, _, _ = data
+    for name, model in trained["models"].items():  # what the world_model pipeline leaves in the data root
+        TorchModelDataset(str(root / "06_models" / f"{name}.safetensors")).save(model)
+    (root / "05_model_input").mkdir(parents=True, exist_ok=True)
+    trained["splits"].to_parquet(root / "05_model_input" / "episode_splits.parquet", index=False)
     monkeypatch.setenv("RLA_DATA_ROOT", str(root))
     monkeypatch.chdir(project_root)
     bootstrap_project(project_root)
@@ -154,6 +159,12 @@ def test_kedro_run_pixel_decoder_saves_the_model_and_tables_and_logs_a_nested_ml
     assert "val/psnr" in child[0].data.metrics
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert any("pixel_decoder.val.decoder.psnr" in r.data.metrics for r in parent)
+    # the decoded world-model node ran on the saved world models: table + pictures, and their MLflow metrics
+    decoded = pd.read_parquet(root / "08_reporting" / "wm_decoded_table.parquet")
+    assert {"rla_wm", "absolute_flow", "decoded_truth", "copy"} <= set(decoded.model)
+    assert np.isfinite(decoded.ssim).all() and np.isfinite(decoded.psnr_ci_low).all()
+    assert (root / "08_reporting" / "wm_decoded_rollouts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(any(k.startswith("wm_decoded.rla_wm.") for k in r.data.metrics) for r in parent)
 
 
 # ------------------------------------------------------------------------------ decoded world-model predictions
@@ -175,6 +186,9 @@ def trained(data, project_root):
     _, store, cache, index, manifest = data
     dp, rp, wp = _params(project_root), _block(project_root, "rla"), _block(project_root, "world_model")
     dp["trainer"]["max_steps"] = 60
+    # barely trained world models are enough here (the decoded scores, not the models, are under test)
+    rp["trainer"]["max_steps"] = wp["trainer"]["max_steps"] = 10
+    wp["budget"] = "same_steps"
     dec_splits = stage.split_pixel_decoder_episodes(index, manifest, dp, seed=0)
     splits = rla_stage.split_episodes(index, manifest, rp, seed=0)
     decoder = stage.train_pixel_decoder(cache, store, dec_splits, dp, "cpu")
