@@ -239,6 +239,19 @@ def interleave_by_task(episode_ids: list[str], episode_index: pd.DataFrame) -> l
     return [lst[i] for i in range(max(map(len, lists), default=0)) for lst in lists if i < len(lst)]
 
 
+def conditioned_cache(models: dict, feature_cache):
+    """The cache as the world models see it: each model says what its chunks hold (commanded actions or joint
+    positions), and every evaluation (token table, decoded table, pictures) feeds exactly that, so the tables
+    compare like with like."""
+    from rla_pipeline.features.samples import ConditionedCache
+
+    conds = {k: getattr(m.config, "conditioning", "actions") for k, m in models.items()}
+    if len(set(conds.values())) > 1:
+        raise ValueError(f"world models conditioned differently {conds}: retrain them with one "
+                         f"world_model.conditioning")
+    return ConditionedCache(feature_cache, CONDITIONING[next(iter(conds.values()))])
+
+
 def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_absolute_flow, feature_cache,
                           episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict, seed: int,
                           wm_baseline_deterministic_residual=None):
@@ -251,7 +264,6 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
     from rla_pipeline import tracking
     from rla_pipeline.evaluation.metrics import rollout_batch, world_model_table
     from rla_pipeline.evaluation.plots import TokenPCA, error_vs_horizon, feature_pictures
-    from rla_pipeline.features.samples import ConditionedCache
 
     from rla_pipeline.stages.checks import check_world_model_data
     from rla_pipeline.stages.robots import per_robot_table, pictures_robot
@@ -263,12 +275,7 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
               "deterministic_residual": wm_baseline_deterministic_residual,
               "absolute_flow": wm_baseline_absolute_flow}
     models = {k: v for k, v in models.items() if v is not None}
-    # each model says what its chunks hold; the evaluation feeds exactly that (the table compares like with like)
-    conds = {k: getattr(m.config, "conditioning", "actions") for k, m in models.items()}
-    if len(set(conds.values())) > 1:
-        raise ValueError(f"world models conditioned differently {conds}: retrain them with one "
-                         f"world_model.conditioning")
-    feature_cache = ConditionedCache(feature_cache, CONDITIONING[next(iter(conds.values()))])
+    feature_cache = conditioned_cache(models, feature_cache)
     val_ids = interleave_by_task(action_episode_ids(feature_cache, episode_splits, "val"), episode_index)
     fps = episode_index.loc[episode_index["episode_id"].isin(val_ids), "fps"]
     max_actions = world_model.config.max_actions

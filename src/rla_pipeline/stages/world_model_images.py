@@ -215,7 +215,7 @@ def evaluate_decoded_world_models(pixel_decoder_model, world_model, wm_baseline_
     from rla_pipeline import tracking
     from rla_pipeline.evaluation.image_metrics import load_lpips
     from rla_pipeline.stages.robots import pictures_robot
-    from rla_pipeline.stages.world_model import NAMES, WorldModelStageConfig, interleave_by_task
+    from rla_pipeline.stages.world_model import NAMES, WorldModelStageConfig, conditioned_cache, interleave_by_task
 
     wp = WorldModelStageConfig.from_dict(world_model_params).eval
     p = PixelDecoderStageConfig.from_dict(pixel_decoder_params)
@@ -223,6 +223,8 @@ def evaluate_decoded_world_models(pixel_decoder_model, world_model, wm_baseline_
     models = _world_models(world_model, wm_baseline_deterministic, wm_baseline_deterministic_residual,
                            wm_baseline_absolute_flow)
     names = {**NAMES, **CONTROLS}
+    frames_cache = feature_cache  # tokens and frames; rollouts read the conditioning signal the models were trained on
+    feature_cache = conditioned_cache(models, feature_cache)
     val_ids = interleave_by_task(action_episode_ids(feature_cache, episode_splits, "val"), episode_index)
     if not val_ids:
         raise ValueError("decoded world-model evaluation: no val episodes with actions in episode_splits")
@@ -233,7 +235,7 @@ def evaluate_decoded_world_models(pixel_decoder_model, world_model, wm_baseline_
                        len(seen), len(val_ids), seen[:3])
     lpips, lpips_status = load_lpips(p.eval.lpips_backbone_weights, p.eval.lpips_linear_weights)
     decoder = pixel_decoder_model.eval()
-    frames = TokenFrameDataset(feature_cache, episode_store, val_ids, decoder.config.image_size, p.mask_background)
+    frames = TokenFrameDataset(frames_cache, episode_store, val_ids, decoder.config.image_size, p.mask_background)
     max_actions = world_model.config.max_actions
     max_pairs = dec.max_pairs if dec.max_pairs is not None else wp.max_pairs
     parts = []
