@@ -34,7 +34,8 @@ def test_wmrl_chains_every_stage_and_is_the_default(project_root):
 
     configure_project("rla_pipeline")
     wmrl = pipelines["wmrl"]
-    assert list(WMRL_CHAIN) == ["ingestion", "features", "rla", "world_model", "actionless_bc", "rl", "evaluation"]
+    assert list(WMRL_CHAIN) == ["ingestion", "features", "pixel_decoder", "rla", "world_model", "actionless_bc", "rl",
+                               "evaluation"]
     for name in WMRL_CHAIN:
         assert set(pipelines[name].nodes) <= set(wmrl.nodes), f"{name} missing from wmrl"
     assert set(pipelines["__default__"].nodes) == set(wmrl.nodes)

@@ -5,6 +5,7 @@ from rla_pipeline.pipelines.actionless_bc.pipeline import create_pipeline as act
 from rla_pipeline.pipelines.evaluation.pipeline import create_pipeline as evaluation
 from rla_pipeline.pipelines.features.pipeline import create_pipeline as features
 from rla_pipeline.pipelines.ingestion.pipeline import create_pipeline as ingestion
+from rla_pipeline.pipelines.pixel_decoder.pipeline import create_pipeline as pixel_decoder
 from rla_pipeline.pipelines.rl.pipeline import create_pipeline as rl
 from rla_pipeline.pipelines.rla.pipeline import create_pipeline as rla
 from rla_pipeline.pipelines.world_model.pipeline import create_pipeline as world_model
@@ -13,6 +14,7 @@ from rla_pipeline.pipelines.world_model.pipeline import create_pipeline as world
 WMRL_CHAIN = {
     "ingestion": ingestion,
     "features": features,
+    "pixel_decoder": pixel_decoder,  # WMRL's BC-ResNet acts on decoded RGB (rl.policy bc_resnet)
     "rla": rla,
     "world_model": world_model,
     "actionless_bc": actionless_bc,
