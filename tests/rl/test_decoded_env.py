@@ -113,3 +113,24 @@ def test_trainable_all_fine_tunes_the_backbone_but_not_its_batchnorm_statistics(
     assert any(not torch.equal(before[k], after[k]) for k in conv)  # the ResNet itself learned
     stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(before[k], after[k]) for k in stats)  # decoded images never entered BN stats
+
+
+@pytest.mark.sim
+def test_decoded_observation_matches_a_rendered_maniskill_frame():
+    """Same dtype, shape (camera size) and value range as the frame rl.sim_eval hands the BC-ResNet."""
+    import numpy as np
+
+    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+
+    sim = make_env(SimEnvConfig(task="PushCube-v1", image_size=64, with_mask=False))
+    try:
+        rendered = sim.reset(seed=10_000).rgb
+    finally:
+        sim.close()
+    env = _env(num_envs=2, image_size=64)
+    decoded = env.reset(seed=0)[0]["image"]
+    assert rendered.dtype == np.uint8 and decoded.dtype == torch.uint8
+    assert decoded.shape[1:] == rendered.shape == (64, 64, 3)
+    policy = _policy().eval()  # as rl.sim_eval runs it
+    a_rendered = policy.act(torch.from_numpy(np.ascontiguousarray(rendered))[None])  # as sim_eval calls it
+    assert policy.act(decoded[:1]).shape == a_rendered.shape == (1, H, A)
