@@ -61,7 +61,7 @@ def base_sizes(quick: bool) -> tuple[gpu_smoke.Sizes, dict]:
         rla_samples=dict(p["rla"]["samples"]), wm_samples=dict(p["world_model"]["samples"]),
         rla_model={k: v for k, v in p["rla"]["model"].items()}, wm_model=wm,
         bc_policy={k: v for k, v in p["actionless_bc"]["policy"].items() if k != "proprio_dim"},
-        token_policy=dict(p["rl"]["policy"]), env=dict(p["rl"]["env"], success_threshold=1.0),
+        token_policy=dict(p["rl"]["token_policy"]), env=dict(p["rl"]["env"], success_threshold=1.0),
         ppo=dict(num_steps=p["rl"]["ppo"]["num_steps"]), labels={"scale": "small default (conf/base)"},
     )
     return sz, batches

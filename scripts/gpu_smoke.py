@@ -91,7 +91,7 @@ def sizes(tiny: bool, batch_size: int | None, weights: str) -> Sizes:
         encoder=enc, frames=40, frame_size=224, batch_size=batch_size or 16,
         rla_samples=dict(p["rla"]["samples"]), wm_samples=dict(p["world_model"]["samples"]),
         rla_model=dict(p["rla"]["model"]), wm_model=dict(p["world_model"]["model"]),
-        bc_policy=dict(p["actionless_bc"]["policy"]), token_policy=dict(rl["policy"]),
+        bc_policy=dict(p["actionless_bc"]["policy"]), token_policy=dict(rl["token_policy"]),
         env={**rl["env"]}, ppo=dict(num_steps=rl["ppo"]["num_steps"], gamma=rl["ppo"]["gamma"],
                                     learning_rate=rl["ppo"]["learning_rate"]),
         labels={"scale": "paper widths (conf/paper); batch reduced to fit one GPU"},

@@ -64,7 +64,7 @@ def _wm_config(**overrides) -> WorldModelConfig:
 def _token_policy_config() -> TokenPolicyConfig:
     return TokenPolicyConfig(num_tokens=N, token_dim=D, action_dim=A, num_tasks=4,
                              task_names=["PickCube-v1", "PushCube-v1", "StackCube-v1", "PokeCube-v1"],
-                             **_paper("rl")["rl"]["policy"])
+                             **_paper("rl")["rl"]["token_policy"])
 
 
 def _bc_config() -> BCResNetConfig:
@@ -196,7 +196,7 @@ def test_imagined_env_step_at_paper_scale():
     env = ImaginedVectorEnv(wm, starts, goals=torch.randn(3, N, D, device=META), cfg=cfg, device=META)
     obs, _ = env.reset()
     assert obs["tokens"].device == META
-    chunk = torch.zeros(cfg.num_envs, rl["policy"]["chunk"], A, device=META)
+    chunk = torch.zeros(cfg.num_envs, rl["token_policy"]["chunk"], A, device=META)
     with pytest.raises((RuntimeError, NotImplementedError), match="meta"):
         try:
             env.step(chunk)

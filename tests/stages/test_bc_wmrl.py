@@ -9,7 +9,7 @@ import torch
 from rla_pipeline.models.policy import BCResNetPolicy, TokenPolicy
 from rla_pipeline.stages.bc import ActionlessBCConfig, train_bc_policy
 from rla_pipeline.stages.evaluation import EvaluationConfig, eval_seeds
-from rla_pipeline.stages.wmrl import WMRLConfig, train_token_bc, train_wmrl
+from rla_pipeline.stages.wmrl import WMRLConfig, start_policy, train_token_bc, train_wmrl
 
 TASKS = ["SynA-v0", "SynB-v0"]
 TRAINER = {"max_steps": 3, "batch_size": 8, "warmup_steps": 0, "log_every": 1, "val_every": 3,
@@ -57,13 +57,15 @@ def test_bc_and_bc_rla_stages(data):
     assert bc.act(torch.zeros(1, 32, 32, 3, dtype=torch.uint8), task=torch.tensor([1])).shape == (1, 4, 4)
 
 
+RL = {"episodes": EPISODES, "token_policy": {"hidden": 16, "token_proj": 4, "chunk": 4}, "bc_trainer": TRAINER,
+      "env": {"num_envs": 4, "max_chunks": 2},
+      "ppo": {"total_env_steps": 16, "num_steps": 2, "num_minibatches": 2, "critic_warmup_updates": 1}}
+
+
 def test_token_bc_then_wmrl(data):
     _, index, cache, _, wm = data
-    cfg = WMRLConfig.from_dict({"episodes": EPISODES, "policy": {"hidden": 16, "token_proj": 4, "chunk": 4},
-                                "bc_trainer": TRAINER, "env": {"num_envs": 4, "max_chunks": 2},
-                                "ppo": {"total_env_steps": 16, "num_steps": 2, "num_minibatches": 2,
-                                        "critic_warmup_updates": 1}})
-    policy, hist = train_token_bc(cache, index, cfg, TASKS, seed=0, device="cpu")
+    cfg = WMRLConfig.from_dict({**RL, "policy": "token"})
+    policy, hist = start_policy(cache, index, None, cfg, TASKS, seed=0, device="cpu")
     assert isinstance(policy, TokenPolicy) and policy.config.num_tokens == 4 and len(hist)
     wmrl, ppo_hist, calib = train_wmrl(wm, policy, cache, index, cfg, TASKS, seed=0, device="cpu")
     assert isinstance(wmrl, TokenPolicy) and len(ppo_hist) == 2
@@ -74,6 +76,62 @@ def test_token_bc_then_wmrl(data):
     # one imagined episode per start state (= labelled demo), not the first n finished episodes
     assert calib.iloc[0]["after_episodes"] == 2 * EPISODES["n_labelled_per_task"]
     assert calib.iloc[0]["executed_per_chunk"] == 4
+    assert calib.iloc[0]["policy"] == "token" and calib.iloc[0]["imagined_env_chunks_per_s"] > 0
+
+
+def _tiny_decoder(cache):
+    from rla_pipeline.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
+
+    m = cache.manifest().iloc[0]
+    torch.manual_seed(0)
+    return PixelDecoder(PixelDecoderConfig(num_tokens=int(m["tokens"]), token_dim=int(m["dims"]), image_size=16,
+                                           channels=[8, 8], groups=4)).eval()
+
+
+def test_bc_resnet_wmrl_acts_on_decoded_rgb_and_stays_a_bc_resnet(data):
+    """rl.policy bc_resnet: WMRL starts from Table 2's BC-ResNet itself, acts on decoded frames at the camera size,
+    and returns a BC-ResNet for the simulator; the calibration row reports the decoding gap and the speed."""
+    store, index, cache, _, wm = data
+    bc_cfg = ActionlessBCConfig.from_dict({"episodes": EPISODES, "policy": {"image_size": 32, "hidden": 16,
+                                                                            "chunk": 4}, "trainer": TRAINER})
+    bc, _ = train_bc_policy(store, index, TASKS, bc_cfg, seed=0, device="cpu", run_name="bc")
+    cfg = WMRLConfig.from_dict(RL)  # the default policy mode
+    assert cfg.policy == "bc_resnet" and cfg.bc_resnet.trainable == "head"
+    start, hist = start_policy(cache, index, bc, cfg, TASKS, seed=0, device="cpu")
+    assert isinstance(start, BCResNetPolicy) and start is not bc and "bc_training_history" in hist.iloc[0]["note"]
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), bc.state_dict().values()))
+    with pytest.raises(ValueError, match="pixel decoder"):
+        train_wmrl(wm, start, cache, index, cfg, TASKS, seed=0, device="cpu")
+    with pytest.raises(TypeError, match="TokenPolicy"):
+        train_wmrl(wm, start, cache, index, WMRLConfig.from_dict({**RL, "policy": "token"}), TASKS, seed=0,
+                   device="cpu")
+    wmrl, ppo_hist, calib = train_wmrl(wm, start, cache, index, cfg, TASKS, seed=0, device="cpu",
+                                       pixel_decoder=_tiny_decoder(cache), episodes=store,
+                                       evaluation_params={"sim": {"image_size": None}})
+    row = calib.iloc[0]
+    assert isinstance(wmrl, BCResNetPolicy) and wmrl.config == start.config and len(ppo_hist) == 2
+    assert row["policy"] == "bc_resnet" and row["image_size"] == int(index["height"].iloc[0])  # null: the episodes' size
+    assert row["gap_frames"] == 2 * EPISODES["n_labelled_per_task"] and np.isfinite(row["gap_decoded_psnr"])
+    assert row["gap_action_l1"] >= 0 and row["imagined_env_chunks_per_s"] > 0 and row["ppo_seconds"] > 0
+    assert row["after_episodes"] == 2 * EPISODES["n_labelled_per_task"]
+    changed = [k for k, v in wmrl.state_dict().items() if not torch.equal(v, start.state_dict()[k])]
+    assert changed and all(k.startswith(("trunk.", "action_head.")) for k in changed)  # head mode: backbone kept
+    assert wmrl.act(torch.zeros(1, 32, 32, 3, dtype=torch.uint8), task=torch.tensor([0])).shape == (1, 4, 4)
+
+
+def test_table3_compares_bc_resnet_with_wmrl_on_paired_seeds():
+    import pandas as pd
+
+    from rla_pipeline.stages.evaluation import wmrl_baseline_name, wmrl_success_table
+    from rla_pipeline.models.policy import BCResNetConfig, TokenPolicyConfig
+
+    rows = [{"policy": p, "task": "PokeCube-v1", "seed": s, "success": ok, "steps": 5, "seconds": 0.1}
+            for s in range(6) for p, ok in (("bc", s < 2), ("wmrl", s < 5))]
+    table, md = wmrl_success_table(pd.DataFrame(rows))
+    assert {"bc_sr", "wmrl_sr"} <= set(table.columns) and "BC-ResNet vs WMRL" in md
+    assert float(table.loc[table["task"] == "PokeCube-v1", "wmrl_sr"].iloc[0]) == pytest.approx(500 / 6)
+    assert wmrl_baseline_name(BCResNetPolicy(BCResNetConfig(image_size=32, hidden=8))) == "bc"
+    assert wmrl_baseline_name(TokenPolicy(TokenPolicyConfig(hidden=8))) == "token_bc"
 
 
 def test_simulator_and_imagination_execute_the_same_actions_per_chunk():

@@ -235,8 +235,13 @@ def evaluate_start_states(policy, env: ImaginedVectorEnv, seed: int = 0, determi
     Counting the first n finished episodes of self-resetting envs over-weights fast successes (a quickly solved start
     state finishes, resets and is counted again before slow ones end); here start states run in groups of
     ``num_envs`` (env i from start state i of the group) and each env's first episode is the only one counted.
+    ``policy``: a TokenPolicy or an actor-critic (``rl.actor_critic``) matching the env's observations (an
+    :class:`~rla_pipeline.rl.actor_critic.ImageActorCritic` on a ``DecodedImageEnv``).
     Returns mean_return, success_rate, final_distance, episodes (= the number of start states).
     """
+    from rla_pipeline.rl.actor_critic import as_actor_critic
+
+    ac = as_actor_critic(policy)
     M, B = env.starts.shape[0], env.num_envs
     returns, successes, dists = [], [], []
     for g0 in range(0, M, B):
@@ -248,11 +253,10 @@ def evaluate_start_states(policy, env: ImaginedVectorEnv, seed: int = 0, determi
         succ = torch.zeros(B, dtype=torch.bool, device=env.device)
         dist = torch.zeros(B, device=env.device)
         while not bool(done[:n].all()):
-            task = obs.get("task")  # as in PPO: the policy ignores it when it has no task embedding
             if deterministic:
-                a = policy.action_mean(obs["tokens"], task=task)
+                a = ac.action_mean(obs)
             else:
-                a = policy.distribution(obs["tokens"], task=task).sample().view(B, -1, policy.config.action_dim)
+                a = ac.dist_value(ac.encode_obs(obs))[0].sample().view(B, ac.chunk, ac.action_dim)
             obs, r, term, trunc, info = env.step(a)
             live = ~done  # envs still in their first episode
             ret += r * live

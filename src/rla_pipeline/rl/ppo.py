@@ -1,10 +1,11 @@
 """PPO, written out in one file (CleanRL's continuous-action PPO, adapted to action chunks and torch vector envs).
 
 Why not a library (Stable-Baselines3 & co.): the policy acts with a Gaussian over a whole action *chunk* (H x A)
-from DINO-token observations (B, N, D), and the env is a batched torch world model on the same device. SB3 wants
+from DINO-token observations (B, N, D) or decoded images (B, H, W, 3), and the env is a batched torch world model on the same device. SB3 wants
 gymnasium spaces, numpy observations crossing the env boundary every step and its own policy classes; fitting a
-pre-trained (behaviour-cloned) TokenPolicy into it needs adapters larger than this loop. The loop below is the
-textbook algorithm, step by step, with every hyperparameter a documented field.
+pre-trained (behaviour-cloned) TokenPolicy or BC-ResNet into it needs adapters larger than this loop. The loop below is the
+textbook algorithm, step by step, with every hyperparameter a documented field. The policy is reached through the
+actor-critic interface of ``rl.actor_critic`` (observation dicts in, Gaussian + value out).
 
 One PPO "env step" = one action chunk for every imagined env. Truncated episodes are bootstrapped with
 gamma * V(final_obs) (the value of where they stopped), terminated ones (success) are not.
@@ -22,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from rla_pipeline import tracking
+from rla_pipeline.rl.actor_critic import as_actor_critic
 from rla_pipeline.utils.config import from_dict
 from rla_pipeline.utils.seeding import resolve_device, seed_everything
 
@@ -65,27 +67,31 @@ class PPOConfig:
 
 @dataclass
 class PPOResult:
-    policy: nn.Module  # on CPU, eval mode
+    policy: nn.Module  # the trained actor (TokenPolicy / BCResNetPolicy), on CPU, eval mode
     history: pd.DataFrame  # one row per update
+    actor_critic: nn.Module | None = None  # the actor with PPO's log-std and critic (CPU, eval)
 
 
-def _task(obs):
-    return obs.get("task")
+def _act(ac, obs, deterministic: bool) -> torch.Tensor:
+    """Action chunk (B, H, A) of actor-critic ``ac`` for env observation dict ``obs``."""
+    if deterministic:
+        return ac.action_mean(obs)
+    dist, _ = ac.dist_value(ac.encode_obs(obs))
+    return dist.sample().view(-1, ac.chunk, ac.action_dim)
 
 
 def evaluate_imagined(policy, env, n_episodes: int, seed: int = 0, deterministic: bool = True) -> dict[str, float]:
-    """Run ``policy`` in ``env`` until ``n_episodes`` episodes finish; mean return, success rate, final distance."""
+    """Run ``policy`` in ``env`` until ``n_episodes`` episodes finish; mean return, success rate, final distance.
+
+    policy: a TokenPolicy or an actor-critic (``rl.actor_critic``) matching the env's observations."""
+    ac = as_actor_critic(policy)
     obs, _ = env.reset(seed=seed)
     B = env.num_envs
     ret = torch.zeros(B, device=env.device)
     returns, successes, dists = [], [], []
     with torch.no_grad():
         while len(returns) < n_episodes:
-            if deterministic:
-                a = policy.action_mean(obs["tokens"], task=_task(obs))
-            else:
-                a = policy.distribution(obs["tokens"], task=_task(obs)).sample().view(B, -1, policy.config.action_dim)
-            obs, r, term, trunc, info = env.step(a)
+            obs, r, term, trunc, info = env.step(_act(ac, obs, deterministic))
             ret += r
             done = term | trunc
             for i in torch.nonzero(done).flatten().tolist():
@@ -97,27 +103,42 @@ def evaluate_imagined(policy, env, n_episodes: int, seed: int = 0, deterministic
             "final_distance": float(np.mean(dists)), "episodes": float(len(returns))}
 
 
+def _to(obs: dict, device) -> dict:
+    return {k: v.to(device) for k, v in obs.items()}
+
+
+def _final_obs(obs: dict, info: dict) -> dict:
+    """The observation each env reached this step before its autoreset (for bootstrapping truncated episodes)."""
+    out = {**obs, "tokens": info["final_obs"], "task": info["final_task"]}
+    if "image" in obs:
+        out["image"] = info["final_image"]
+    return out
+
+
 def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
               callback: Callable[[int, dict], None] | None = None) -> PPOResult:
-    """Improve ``policy`` (a TokenPolicy: distribution/value/action_mean) with PPO in the vector ``env``.
+    """Improve ``policy`` with PPO in the vector ``env``.
 
-    env: :class:`~rla_pipeline.rl.imagined_env.ImaginedVectorEnv`-like (dict obs with "tokens"/"task", torch tensors).
-    Returns the trained policy (CPU, eval) and a per-update history (also logged to MLflow under ``run_name``).
+    policy: a TokenPolicy (wrapped in :class:`~rla_pipeline.rl.actor_critic.TokenActorCritic`) or an actor-critic
+    from ``rl.actor_critic`` (e.g. :class:`~rla_pipeline.rl.actor_critic.ImageActorCritic` around BC-ResNet for
+    :class:`~rla_pipeline.rl.decoded_env.DecodedImageEnv`).
+    env: :class:`~rla_pipeline.rl.imagined_env.ImaginedVectorEnv`-like (dict obs of torch tensors).
+    Returns the trained actor (the plain policy: TokenPolicy / BCResNetPolicy; CPU, eval) and a per-update history
+    (also logged to MLflow under ``run_name``).
     """
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    policy = policy.to(device).train()
+    ac = as_actor_critic(policy).to(device).train()
     env_device = env.device
     B, S = env.num_envs, cfg.num_steps
-    H, A = policy.config.chunk, policy.config.action_dim
+    H, A = ac.chunk, ac.action_dim
     batch_size = B * S
     minibatch = max(1, batch_size // cfg.num_minibatches)
     num_updates = max(1, cfg.total_env_steps // batch_size)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam([p for p in ac.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
 
-    # rollout storage (S, B, ...)
-    obs_tokens = torch.zeros(S, B, env.num_tokens, env.token_dim, device=device)
-    obs_task = torch.zeros(S, B, dtype=torch.long, device=device)
+    # rollout storage (S, B, ...); observation buffers are allocated from the first encoded observation
+    obs_buf: dict[str, torch.Tensor] = {}
     actions = torch.zeros(S, B, H * A, device=device)
     logprobs = torch.zeros(S, B, device=device)
     rewards = torch.zeros(S, B, device=device)
@@ -139,14 +160,16 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
             finished_ret, finished_succ, finished_dist, finished_len = [], [], [], []
             # ---- collect a rollout ----
             for step in range(S):
-                tokens = obs["tokens"].to(device)
-                task = obs["task"].to(device)
-                obs_tokens[step], obs_task[step], dones[step] = tokens, task, next_done
                 with torch.no_grad():
-                    dist = policy.distribution(tokens, task=task)
+                    x = ac.encode_obs(_to(obs, device))
+                    if not obs_buf:
+                        obs_buf = {k: torch.zeros((S, *v.shape), dtype=v.dtype, device=device) for k, v in x.items()}
+                    for k, v in x.items():
+                        obs_buf[k][step] = v
+                    dones[step] = next_done
+                    dist, values[step] = ac.dist_value(x)
                     action = dist.sample()  # (B, H*A)
                     logprobs[step] = dist.log_prob(action).sum(-1)
-                    values[step] = policy.value(tokens, task=task)
                 actions[step] = action
                 obs, reward, term, trunc, info = env.step(action.view(B, H, A).to(env_device))
                 reward = reward.to(device).float()
@@ -154,7 +177,7 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
                 term, trunc = term.to(device), trunc.to(device)
                 if bool(trunc.any()):  # bootstrap truncated episodes from where they stopped
                     with torch.no_grad():
-                        v_final = policy.value(info["final_obs"].to(device), task=info["final_task"].to(device))
+                        v_final = ac.value(ac.encode_obs(_to(_final_obs(obs, info), device)))
                     reward = reward + cfg.gamma * v_final * trunc.float()
                 rewards[step] = reward
                 next_done = (term | trunc).float()
@@ -170,7 +193,7 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
 
             # ---- GAE ----
             with torch.no_grad():
-                next_value = policy.value(obs["tokens"].to(device), task=obs["task"].to(device))
+                next_value = ac.value(ac.encode_obs(_to(obs, device)))
                 advantages = torch.zeros_like(rewards)
                 lastgaelam = torch.zeros(B, device=device)
                 for t in reversed(range(S)):
@@ -182,8 +205,7 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
                 returns = advantages + values
 
             # ---- optimise ----
-            b_tokens = obs_tokens.reshape(batch_size, env.num_tokens, env.token_dim)
-            b_task = obs_task.reshape(batch_size)
+            b_obs = {k: v.reshape(batch_size, *v.shape[2:]) for k, v in obs_buf.items()}
             b_actions, b_logprobs = actions.reshape(batch_size, H * A), logprobs.reshape(batch_size)
             b_adv, b_ret, b_val = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
             actor_on = update > cfg.critic_warmup_updates
@@ -194,7 +216,8 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
                 perm = torch.randperm(batch_size, generator=perm_gen).to(device)
                 for start in range(0, batch_size, minibatch):
                     mb = perm[start:start + minibatch]
-                    newvalue = policy.value(b_tokens[mb], task=b_task[mb])
+                    mb_obs = {k: v[mb] for k, v in b_obs.items()}
+                    dist, newvalue = ac.dist_value(mb_obs)
                     if cfg.clip_vloss:
                         v_unclipped = (newvalue - b_ret[mb]) ** 2
                         v_clipped = b_val[mb] + torch.clamp(newvalue - b_val[mb], -cfg.clip_coef, cfg.clip_coef)
@@ -203,7 +226,6 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
                         v_loss = 0.5 * ((newvalue - b_ret[mb]) ** 2).mean()
                     loss = cfg.vf_coef * v_loss
                     if actor_on:
-                        dist = policy.distribution(b_tokens[mb], task=b_task[mb])
                         newlogprob = dist.log_prob(b_actions[mb]).sum(-1)
                         entropy = dist.entropy().sum(-1).mean()
                         logratio = newlogprob - b_logprobs[mb]
@@ -219,7 +241,7 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
                         loss = loss + pg_loss - cfg.ent_coef * entropy
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+                    nn.utils.clip_grad_norm_([p for p in ac.parameters() if p.requires_grad], cfg.max_grad_norm)
                     optimizer.step()
                 if actor_on and cfg.target_kl > 0 and float(approx_kl) > cfg.target_kl:
                     break
@@ -237,7 +259,7 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
                 "entropy": float(entropy.detach()),
                 "approx_kl": float(approx_kl), "clipfrac": float(np.mean(clipfracs)) if clipfracs else 0.0,
                 "explained_variance": explained_var, "lr": optimizer.param_groups[0]["lr"],
-                "std": float(policy.log_std.detach().exp().mean()),
+                "std": float(ac.log_std.detach().exp().mean()),
                 "steps_per_s": global_step / (time.perf_counter() - t_start), "actor_updated": actor_on,
             }
             rows.append(row)
@@ -247,5 +269,5 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
                         row["mean_return"], row["success_rate"], row["approx_kl"])
             if callback is not None:
                 callback(update, row)
-    policy = policy.cpu().eval()
-    return PPOResult(policy=policy, history=pd.DataFrame(rows))
+    ac = ac.cpu().eval()
+    return PPOResult(policy=ac.actor, history=pd.DataFrame(rows), actor_critic=ac)

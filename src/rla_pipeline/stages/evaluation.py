@@ -121,16 +121,34 @@ def check_same_execution(params, rl_params, chunk: int) -> int:
     return sim
 
 
-def evaluate_wmrl(token_bc_policy, wmrl_policy, feature_cache, episode_index: pd.DataFrame, params: dict,
+def wmrl_baseline_name(policy) -> str:
+    """Table 3's baseline policy name in the episode frame: "bc" for the BC-ResNet WMRL starts from under
+    ``rl.policy`` bc_resnet (Table 2's BC row), "token_bc" for the token policy (``rl.policy`` token)."""
+    from rla_pipeline.models.policy import BCResNetPolicy
+
+    return "bc" if isinstance(policy, BCResNetPolicy) else "token_bc"
+
+
+def evaluate_wmrl(start_policy, wmrl_policy, feature_cache, episode_index: pd.DataFrame, params: dict,
                   features_params: dict, tasks: list[str], seed: int, rl_params: dict | None = None) -> pd.DataFrame:
-    """Token BC and WMRL in the simulator (DINO-encoded observations) on Table 3's tasks (:func:`table3_tasks`)
-    -> wmrl_eval_episodes. ``rl_params``: checked to execute as many actions per chunk as the simulator (see
-    :func:`check_same_execution`)."""
+    """WMRL's start policy and WMRL in the simulator, same seeds, on Table 3's tasks (:func:`table3_tasks`)
+    -> wmrl_eval_episodes (one row per episode).
+
+    BC-ResNet policies (``rl.policy`` bc_resnet) see the rendered RGB frames, token policies DINO-encoded ones.
+    ``rl_params``: checked to execute as many actions per chunk as the simulator (see :func:`check_same_execution`)."""
+    from rla_pipeline.models.policy import BCResNetPolicy
+
     if rl_params is not None:
         check_same_execution(params, rl_params, wmrl_policy.config.chunk)
+    if type(start_policy) is not type(wmrl_policy):
+        raise TypeError(f"WMRL ({type(wmrl_policy).__name__}) and its start policy ({type(start_policy).__name__}) "
+                        "must be the same kind of policy")
     t3 = table3_tasks(EvaluationConfig.from_dict(params), tasks)
-    return evaluate_policies_in_sim({"token_bc": ("token", token_bc_policy), "wmrl": ("token", wmrl_policy)}, t3,
-                                    params, episode_index, seed, encoder=dino_encoder(features_params, feature_cache))
+    image = isinstance(wmrl_policy, BCResNetPolicy)
+    kind = "image" if image else "token"
+    return evaluate_policies_in_sim({wmrl_baseline_name(start_policy): (kind, start_policy),
+                                     "wmrl": (kind, wmrl_policy)}, t3, params, episode_index, seed,
+                                    encoder=None if image else dino_encoder(features_params, feature_cache))
 
 
 def _log_table(name: str, table: pd.DataFrame, markdown: str, baseline: str, method: str) -> None:
@@ -161,19 +179,28 @@ def bc_success_table(bc_eval_episodes: pd.DataFrame):
 
 
 def wmrl_success_table(wmrl_eval_episodes: pd.DataFrame):
-    """-> (table, markdown): token BC vs WMRL per task + average, with the paper's Table 3 beside."""
+    """-> (table, markdown): WMRL's start policy vs WMRL per task + average, with the paper's Table 3 beside.
+
+    The baseline is whichever start policy the episodes hold: "bc" (BC-ResNet, rl.policy bc_resnet: the paper's
+    comparison) or "token_bc" (rl.policy token)."""
     from rla_pipeline.evaluation.success import PAPER_TABLE3, PAPER_TABLE3_ROBOTS, comparison_table, table_markdown
     from rla_pipeline.sim.envs import TASK_ROBOTS
 
-    t = comparison_table(wmrl_eval_episodes, "token_bc", "wmrl", PAPER_TABLE3, ("BC-ResNet", "WMRL"),
+    base = "bc" if "bc" in set(wmrl_eval_episodes["policy"]) else "token_bc"
+    t = comparison_table(wmrl_eval_episodes, base, "wmrl", PAPER_TABLE3, ("BC-ResNet", "WMRL"),
                          paper_table="Table 3", robots=TASK_ROBOTS, paper_robots=PAPER_TABLE3_ROBOTS)
-    md = table_markdown(t, "token_bc", "wmrl", "Table 3 (ours): token BC vs WMRL (PPO inside the world model)",
-                        note="Our baseline is the token policy WMRL starts from (BC on DINO tokens), not BC-ResNet.")
-    _log_table("wmrl_success", t, md, "token_bc", "wmrl")
+    if base == "bc":
+        title = "Table 3 (ours): BC-ResNet vs WMRL (BC-ResNet improved by PPO inside the world model on decoded RGB)"
+        note = "Both rows are the same BC-ResNet architecture, evaluated on rendered frames; WMRL starts from BC."
+    else:
+        title = "Table 3 (ours): token BC vs WMRL (token policy, PPO inside the world model)"
+        note = "rl.policy token: the baseline is the token policy WMRL starts from (BC on DINO tokens), not BC-ResNet."
+    md = table_markdown(t, base, "wmrl", title, note=note)
+    _log_table("wmrl_success", t, md, base, "wmrl")
     return t, md
 
 
-def speed_table(world_model, token_bc_policy, feature_cache, episode_index: pd.DataFrame, params: dict,
+def speed_table(world_model, start_policy, feature_cache, episode_index: pd.DataFrame, params: dict,
                 rl_params: dict, features_params: dict, tasks: list[str]):
     """-> (speed table, markdown): imagined env (batched world model) vs the real simulator (render; render + DINO
     encode). One imagined chunk-step stands for ``chunk`` simulator steps of ``num_envs`` envs: compare
@@ -186,7 +213,7 @@ def speed_table(world_model, token_bc_policy, feature_cache, episode_index: pd.D
 
     cfg = EvaluationConfig.from_dict(params)
     encoder = dino_encoder(features_params, feature_cache)
-    chunk, action_dim = token_bc_policy.config.chunk, token_bc_policy.config.action_dim
+    chunk, action_dim = start_policy.config.chunk, start_policy.config.action_dim
     env, _ = make_imagined_env(world_model, feature_cache, episode_index, tasks, rl_params, chunk)
     im = imagined_steps_per_second(env, torch.zeros(env.num_envs, chunk, action_dim), n_calls=cfg.speed_calls)
     scfg = sim_config(cfg, episode_index, tasks)

@@ -1,5 +1,12 @@
-"""The WMRL stage (paper Table 3): a token policy behaviour-cloned on cached demo tokens, then PPO inside the
-world model (imagined env from demo start states, reward = -token L1 to the goal frame). No Kedro here."""
+"""The WMRL stage (paper Table 3): PPO inside the world model (imagined env from demo start states, reward =
+-token L1 to the goal frame), started from a behaviour-cloned policy. Two policies (``rl.policy``):
+
+- ``bc_resnet`` (the paper's): the image BC-ResNet of Table 2's BC row (trained on rendered frames) acts on the
+  world model's states decoded to RGB by the pixel decoder (``rl.decoded_env``); PPO adds a log-std and a value head
+  (``rl.actor_critic.ImageActorCritic``). The result is again a BC-ResNet, run on rendered frames in the simulator.
+- ``token``: a TokenPolicy behaviour-cloned on cached DINO tokens acts on the tokens directly (no decoder).
+
+No Kedro here."""
 from __future__ import annotations
 
 import copy
@@ -11,7 +18,8 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from rla_pipeline.models.policy import TokenPolicy, TokenPolicyConfig
+from rla_pipeline.models.policy import BCResNetPolicy, TokenPolicy, TokenPolicyConfig
+from rla_pipeline.rl.actor_critic import ImageActorCritic, ImageActorCriticConfig
 from rla_pipeline.rl.bc import TokenBCLoss, TokenChunkDataset, select_episodes
 from rla_pipeline.rl.imagined_env import (
     ImaginedEnvConfig, ImaginedVectorEnv, build_start_states, calibrate_success_threshold, evaluate_start_states,
@@ -24,24 +32,32 @@ from rla_pipeline.utils.config import check_keys, from_dict
 
 logger = logging.getLogger(__name__)
 
+POLICY_MODES = ("bc_resnet", "token")
+
 
 @dataclass
 class WMRLConfig:
-    """``params:rl``: episodes (demos for token BC and imagined start states/goals); policy (TokenPolicyConfig;
-    tokens/actions/tasks come from the data); bc_trainer (TrainerConfig fields but run_name/seed/device/
+    """``params:rl``: policy ("bc_resnet": Table 2's BC-ResNet on decoded RGB, the paper's; "token": a token
+    policy on DINO tokens); episodes (imagined start states/goals, and token BC's demos); bc_resnet
+    (ImageActorCriticConfig: what PPO trains of the BC-ResNet); token_policy (TokenPolicyConfig; tokens/actions/
+    tasks come from the data); bc_trainer (TrainerConfig fields but run_name/seed/device/
     checkpoint_dir); env (ImaginedEnvConfig fields; success_threshold 0 = calibrate from demos; reward_scale
     unset = rewards in units of the threshold); success_quantile (calibration quantile of demo "one chunk before
     the end" distances); ppo (PPOConfig; seed/device come from the run). The imagined success before/after PPO
     scores exactly one episode per start state (every labelled demo's first frame)."""
 
+    policy: str = "bc_resnet"
     episodes: EpisodeChoiceConfig = field(default_factory=EpisodeChoiceConfig)
-    policy: TokenPolicyConfig = field(default_factory=TokenPolicyConfig)
+    bc_resnet: ImageActorCriticConfig = field(default_factory=ImageActorCriticConfig)
+    token_policy: TokenPolicyConfig = field(default_factory=TokenPolicyConfig)
     bc_trainer: dict[str, Any] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     success_quantile: float = 0.5
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self) -> None:
+        if self.policy not in POLICY_MODES:
+            raise ValueError(f"rl.policy must be one of {POLICY_MODES}, got {self.policy!r}")
         self.bc_trainer = check_trainer_block(self.bc_trainer, "rl.bc_trainer")
         # a dict, not ImaginedEnvConfig: the threshold may be calibrated from the data (0 here) and an unset
         # reward_scale means "in threshold units", both of which the env config itself rejects or cannot tell.
@@ -74,7 +90,7 @@ def train_token_bc(feature_cache, episode_index: pd.DataFrame, params, tasks: Se
     A = action_dim_of(index, sel.labelled)
     actions = [cache.steps(eid)["action"] for eid in sel.labelled]
     N, D = tokens[0].shape[1:]
-    pconf = dataclasses.replace(cfg.policy, num_tokens=int(N), token_dim=int(D), action_dim=A, num_tasks=len(tasks),
+    pconf = dataclasses.replace(cfg.token_policy, num_tokens=int(N), token_dim=int(D), action_dim=A, num_tasks=len(tasks),
                                 task_names=tasks, proprio_dim=0)
     ds = TokenChunkDataset(tokens, actions, task_idx, pconf.chunk, A, stride=cfg.episodes.frame_stride)
     val = None
@@ -108,31 +124,125 @@ def make_imagined_env(world_model, cache, index, tasks, params, chunk: int, devi
     return ImaginedVectorEnv(world_model.eval(), starts, cfg=env_cfg, device=device), thr
 
 
-def train_wmrl(world_model, token_bc_policy, feature_cache, episode_index: pd.DataFrame, params,
-               tasks: Sequence[str], seed: int, device: str):
-    """PPO inside the world model from the token-BC policy. -> (policy, ppo history, imagined-env calibration)."""
+def start_policy(feature_cache, episode_index: pd.DataFrame, bc_policy, params, tasks: Sequence[str], seed: int,
+                 device: str, checkpoint_root: str | None = None):
+    """The policy WMRL starts from (Table 3's baseline row). -> (policy, history).
+
+    ``rl.policy`` "bc_resnet": ``bc_policy`` itself (Table 2's BC-ResNet; its history is bc_training_history, the
+    one row returned here says so). "token": a TokenPolicy behaviour-cloned on cached tokens (:func:`train_token_bc`).
+    """
+    cfg = WMRLConfig.from_dict(params)
+    if cfg.policy == "token":
+        return train_token_bc(feature_cache, episode_index, cfg, tasks, seed, device, checkpoint_root)
+    if not isinstance(bc_policy, BCResNetPolicy):
+        raise TypeError(f"rl.policy bc_resnet starts from actionless_bc's BCResNetPolicy, got {type(bc_policy).__name__}")
+    note = "rl.policy bc_resnet: WMRL starts from bc_policy (Table 2's BC row); its history is bc_training_history"
+    return copy.deepcopy(bc_policy).cpu().eval(), pd.DataFrame([{"run": "bc_policy", "note": note}])
+
+
+def camera_size(index: pd.DataFrame, tasks: Sequence[str], evaluation_params: dict | None) -> int:
+    """Side in pixels of the frames the policy gets in the simulator (``stages.evaluation.sim_config``)."""
+    from rla_pipeline.stages.evaluation import EvaluationConfig, sim_config
+
+    return int(sim_config(EvaluationConfig.from_dict(evaluation_params or {}), index, list(tasks)).image_size)
+
+
+def decoding_gap(policy: BCResNetPolicy, env, store, episode_ids: Sequence[str], task_idx: Sequence[int],
+                 max_frames: int = 64) -> dict[str, float]:
+    """How differently the BC-ResNet acts on a decoded frame than on the rendered frame it stands for.
+
+    Over the start frames of ``episode_ids`` (the imagined env's start states, at most ``max_frames``): mean |a(real) -
+    a(decoded)| of the action chunks, mean |a(real)| for scale, and the PSNR (dB) of the decoded frames against the
+    real ones at the simulator's camera size.
+    """
+    import torch.nn.functional as F
+
+    from rla_pipeline.evaluation.image_metrics import psnr
+
+    ids, tidx = list(episode_ids)[:max_frames], list(task_idx)[:max_frames]
+    real = []
+    for eid in ids:
+        f = torch.from_numpy(store.read_frames(eid)[0]).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
+        if f.shape[-1] != env.image_size or f.shape[-2] != env.image_size:
+            f = F.interpolate(f, size=(env.image_size, env.image_size), mode="bilinear", antialias=True,
+                              align_corners=False)
+        real.append((f.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1))
+    real = torch.cat(real)  # (M, S, S, 3) uint8
+    dev = env.device
+    decoded = env.decode(env.starts[: len(ids)]).to(dev)
+    task = torch.as_tensor(tidx, dtype=torch.long, device=dev) if policy.config.num_tasks else None
+    policy = policy.to(dev).eval()
+    with torch.no_grad():
+        a_real, a_dec = policy(real.to(dev), task=task), policy(decoded, task=task)
+    to_f = lambda x: x.permute(0, 3, 1, 2).float().cpu() / 255.0  # noqa: E731
+    return {"gap_action_l1": float((a_real - a_dec).abs().mean()), "gap_action_scale": float(a_real.abs().mean()),
+            "gap_decoded_psnr": float(psnr(to_f(decoded), to_f(real), max_db=100.0).mean()), "gap_frames": float(len(ids))}
+
+
+def train_wmrl(world_model, start_policy, feature_cache, episode_index: pd.DataFrame, params,
+               tasks: Sequence[str], seed: int, device: str, pixel_decoder=None, episodes=None,
+               evaluation_params: dict | None = None):
+    """PPO inside the world model from ``start_policy``. -> (policy, ppo history, imagined-env calibration).
+
+    ``rl.policy`` "bc_resnet": ``start_policy`` is a BCResNetPolicy acting on ``pixel_decoder``'s RGB of the
+    imagined states at the simulator's camera size (from ``evaluation_params``, see :func:`camera_size`);
+    ``episodes`` (the episode store, optional) adds the decoding-gap diagnostics (:func:`decoding_gap`).
+    "token": a TokenPolicy on the tokens (``pixel_decoder``/``episodes`` unused).
+    The calibration row also holds the imagined env's speed (chunk-steps/s, decoder in the loop when there is one).
+    """
+    import time
+
     from rla_pipeline import tracking
+    from rla_pipeline.rl.decoded_env import DecodedImageEnv
+    from rla_pipeline.rl.imagined_env import imagined_steps_per_second
     from rla_pipeline.utils.seeding import resolve_device
 
     cfg = WMRLConfig.from_dict(params)
+    want = BCResNetPolicy if cfg.policy == "bc_resnet" else TokenPolicy
+    if not isinstance(start_policy, want):
+        raise TypeError(f"rl.policy {cfg.policy!r} trains a {want.__name__}, got a {type(start_policy).__name__}: "
+                        "the start policy was made under another rl.policy (rerun the rl pipeline)")
+    tasks = list(tasks)
+    if start_policy.config.num_tasks and list(start_policy.config.task_names) != tasks:
+        raise ValueError(f"start policy tasks {start_policy.config.task_names} differ from params:tasks {tasks}")
     dev = resolve_device(device)
     world_model = world_model.to(dev)
-    chunk = token_bc_policy.config.chunk
+    chunk = start_policy.config.chunk
     env, thr = make_imagined_env(world_model, feature_cache, episode_index, tasks, cfg, chunk, device=str(dev))
-    policy = copy.deepcopy(token_bc_policy)
-    before = evaluate_start_states(policy.to(dev), env, seed=seed + 1)
+    extra: dict[str, Any] = {"policy": cfg.policy}
+    if cfg.policy == "bc_resnet":
+        if pixel_decoder is None:
+            raise ValueError("rl.policy bc_resnet needs the pixel decoder (pixel_decoder_model): run its pipeline")
+        size = camera_size(episode_index, tasks, evaluation_params)
+        env = DecodedImageEnv(env, pixel_decoder, size)
+        ac = ImageActorCritic(copy.deepcopy(start_policy), cfg.bc_resnet)
+        extra.update(image_size=size, trainable=cfg.bc_resnet.trainable)
+        if episodes is not None:
+            sel, _, task_idx = demo_tokens(feature_cache, episode_index, tasks, cfg)
+            extra.update(decoding_gap(start_policy, env, episodes, sel.labelled, task_idx))
+    else:
+        ac = copy.deepcopy(start_policy)
+    speed = imagined_steps_per_second(env, torch.zeros(env.num_envs, chunk, start_policy.config.action_dim,
+                                                       device=env.device), n_calls=2, seed=seed)
+    extra["imagined_env_chunks_per_s"] = speed["env_chunks_per_s"]
+    before = evaluate_start_states(ac.to(dev), env, seed=seed + 1)
     ppo_cfg = dataclasses.replace(cfg.ppo, seed=seed, device=str(dev))
-    result = train_ppo(policy, env, ppo_cfg, run_name="wmrl_ppo")
-    after = evaluate_start_states(result.policy.to(dev), env, seed=seed + 1)
+    t0 = time.perf_counter()
+    result = train_ppo(ac, env, ppo_cfg, run_name="wmrl_ppo")
+    extra["ppo_seconds"] = time.perf_counter() - t0
+    extra["ppo_env_chunks_per_s"] = float(result.history["global_step"].iloc[-1]) / extra["ppo_seconds"]
+    after = evaluate_start_states(result.actor_critic.to(dev), env, seed=seed + 1)
     calib = pd.DataFrame([{
         "success_threshold": thr, "threshold_source": "configured" if cfg.env.get("success_threshold") else
         f"calibrated: q{cfg.success_quantile} of demo L1(s_T-1-chunk, s_T-1)",
         "reward_mode": env.cfg.reward_mode, "num_envs": env.num_envs, "chunk": chunk, "max_chunks": env.cfg.max_chunks,
-        "executed_per_chunk": min(chunk, env.cfg.execute_steps or chunk),
+        "executed_per_chunk": min(chunk, env.cfg.execute_steps or chunk), **extra,
         **{f"before_{k}": v for k, v in before.items()}, **{f"after_{k}": v for k, v in after.items()},
     }])
     tracking.log_metrics({"wmrl/imagined_success_before": before["success_rate"],
                           "wmrl/imagined_success_after": after["success_rate"],
                           "wmrl/imagined_return_before": before["mean_return"],
-                          "wmrl/imagined_return_after": after["mean_return"], "wmrl/success_threshold": thr})
+                          "wmrl/imagined_return_after": after["mean_return"], "wmrl/success_threshold": thr,
+                          "wmrl/imagined_env_chunks_per_s": extra["imagined_env_chunks_per_s"],
+                          **{f"wmrl/{k}": v for k, v in extra.items() if k.startswith("gap_")}})
     return result.policy.cpu().eval(), result.history, calib

@@ -13,7 +13,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(ev.evaluate_bc, ["bc_policy", "bc_rla_policy", "episode_index", "params:evaluation",
                                   "params:tasks", "params:seed"], "bc_eval_episodes", name="evaluate_bc_in_sim"),
-            Node(ev.evaluate_wmrl, ["token_bc_policy", "wmrl_policy", "feature_cache", "episode_index",
+            Node(ev.evaluate_wmrl, ["wmrl_start_policy", "wmrl_policy", "feature_cache", "episode_index",
                                     "params:evaluation", "params:features", "params:tasks", "params:seed",
                                     "params:rl"],
                  "wmrl_eval_episodes", name="evaluate_wmrl_in_sim"),
@@ -21,7 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="bc_success_table"),
             Node(ev.wmrl_success_table, "wmrl_eval_episodes", ["wmrl_success_table", "wmrl_success_table_md"],
                  name="wmrl_success_table"),
-            Node(ev.speed_table, ["world_model", "token_bc_policy", "feature_cache", "episode_index",
+            Node(ev.speed_table, ["world_model", "wmrl_start_policy", "feature_cache", "episode_index",
                                   "params:evaluation", "params:rl", "params:features", "params:tasks"],
                  ["speed_table", "speed_table_md"],
                  name="speed_table"),

@@ -1,5 +1,10 @@
-"""``rl``: WMRL — behaviour-clone a token policy, then improve it with PPO inside the world model
-(``stages.wmrl``)."""
+"""``rl``: WMRL — PPO inside the world model, started from a behaviour-cloned policy (``stages.wmrl``).
+
+``rl.policy`` bc_resnet (default, the paper's): the start policy is actionless_bc's ``bc_policy`` acting on the
+pixel decoder's RGB of the imagined states. ``token``: a TokenPolicy behaviour-cloned here on cached DINO tokens.
+Kedro graphs are static, so both modes take the same inputs (``bc_policy`` and ``pixel_decoder_model`` are built by
+the wmrl chain either way); the mode decides what the nodes do with them.
+"""
 from kedro.pipeline import Node, Pipeline
 
 from rla_pipeline.pipelines.parameters_check import check_parameters_node
@@ -12,9 +17,10 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             check_parameters_node(),
-            Node(wmrl.train_token_bc, ["feature_cache", "episode_index", *COMMON, "params:checkpoint_root"],
-                 ["token_bc_policy", "token_bc_training_history"], name="train_token_bc_policy"),
-            Node(wmrl.train_wmrl, ["rl_world_model", "token_bc_policy", "feature_cache", "episode_index", *COMMON],
+            Node(wmrl.start_policy, ["feature_cache", "episode_index", "bc_policy", *COMMON, "params:checkpoint_root"],
+                 ["wmrl_start_policy", "wmrl_start_training_history"], name="wmrl_start_policy"),
+            Node(wmrl.train_wmrl, ["rl_world_model", "wmrl_start_policy", "feature_cache", "episode_index", *COMMON,
+                                   "pixel_decoder_model", "episodes", "params:evaluation"],
                  ["wmrl_policy", "ppo_history", "imagined_env_calibration"], name="train_wmrl_policy"),
         ],
         tags="rl",

@@ -16,7 +16,8 @@ WMRL_CHAIN = {
     "features": features,
     "rla": rla,
     "world_model": world_model,
-    # the paper's stage 1 (needs only the cache and episodes); its second part decodes the world models' rollouts
+    # the paper's stage 1 (needs only the cache and episodes); its second part decodes the world models' rollouts,
+    # and WMRL's BC-ResNet acts on its decoded RGB (rl.policy bc_resnet)
     "pixel_decoder": pixel_decoder,
     "actionless_bc": actionless_bc,
     "rl": rl,
