@@ -35,7 +35,7 @@ from rla_pipeline.utils.config import from_dict
 logger = logging.getLogger(__name__)
 
 #: Bump when a change in the simulation code changes the episodes it makes (forces re-generation).
-SIM_RECIPE_VERSION = "maniskill-sim/1"
+SIM_RECIPE_VERSION = "maniskill-sim/2"  # 2: Panda-stick actions padded to the Panda's 4-wide layout (sim/envs.py)
 KIND_SEED_BASE = {"demo": 0, "actionless": 1_000_000, "play": 2_000_000}
 SEEDS_PER_CONFIG_SEED = 10_000
 REJECTED_DIR = ".sim_rejected"
