@@ -103,7 +103,11 @@ def sim_and_lerobot(tmp_path_factory, project_root):
     tmp = tmp_path_factory.mktemp("simlr")
     arm = write_lerobot_v3(tmp / "rec" / "arm", n_episodes=4, frames=16, action_dim=6, robot="lerobot_arm",
                            episodes_per_file=2, size=32, seed=3)
+    # three Panda demos (two train, one val) and nothing else: the simulator is the slow part here
     conf = _conf(project_root, tmp, {"run_simulation": True,
+                                     "simulation": {"image_size": 64, "demos_per_task": 3, "play_per_task": 0,
+                                                    "actionless_per_task": 0, "max_steps": 40,
+                                                    "extra_steps_after_success": 2},
                                      "lerobot_datasets": [{"path": str(arm), "image_size": 32}]})
     env_dir = conf / "owndata"
     (env_dir / "parameters.yml").write_text(yaml.safe_dump({"device": "cpu", "tasks": ["PullCube-v1"],
@@ -119,6 +123,7 @@ def sim_and_lerobot(tmp_path_factory, project_root):
     return tmp / "data"
 
 
+@pytest.mark.timeout(1800)  # the simulator + a kedro run; the subprocess has its own 1500 s limit
 def test_one_world_model_over_a_maniskill_arm_and_a_lerobot_arm(sim_and_lerobot):
     import torch
 
