@@ -141,9 +141,10 @@ def mark_dead_runs_killed(client=None, detected_by: str | None = None) -> list[s
 def link_resumed_runs(parent_run_id: str, client=None) -> dict[str, str]:
     """Tag each trainer child run of ``parent_run_id`` that resumed from a checkpoint with the run it continues.
 
-    The trainer resumes only from a checkpoint of the same ``trainer.config_hash`` (and run name), and tags the
-    resuming child run ``trainer.resumed_from_step``; the run it continues is the latest earlier run with that
-    name and hash that did not finish (KILLED or FAILED). Returns {child run id: continued run id}.
+    The trainer stores its MLflow run id in every checkpoint and, resuming, tags its new child run
+    ``resumed_from_run_id`` with it (exact); here the parent run gets ``resumed_from_run_id.<child name>``.
+    For checkpoints written before that (no run id), the run it continues is the latest earlier run with the same
+    name and ``trainer.config_hash`` that did not finish (KILLED or FAILED). Returns {child run id: continued run id}.
     """
     from mlflow import MlflowClient
 
@@ -154,8 +155,12 @@ def link_resumed_runs(parent_run_id: str, client=None) -> dict[str, str]:
     links: dict[str, str] = {}
     for child in children:
         tags = child.data.tags
-        if "trainer.resumed_from_step" not in tags or RESUMED_FROM_TAG in tags or "trainer.config_hash" not in tags:
+        if RESUMED_FROM_TAG in tags:  # the trainer read the run id from the checkpoint it resumed: exact
+            links[child.info.run_id] = tags[RESUMED_FROM_TAG]
+            client.set_tag(parent_run_id, f"{RESUMED_FROM_TAG}.{child.info.run_name}", tags[RESUMED_FROM_TAG])
             continue
+        if "trainer.resumed_from_step" not in tags or "trainer.config_hash" not in tags:
+            continue  # (older checkpoints carry no run id: fall back to the latest unfinished run of that key)
         name = child.info.run_name.replace("'", "")
         before = client.search_runs(
             [exp],

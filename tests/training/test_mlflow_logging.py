@@ -62,3 +62,32 @@ def test_child_run_has_params_metrics_and_weights_and_a_pruned_run_is_closed(par
     _, runs = _children(parent_run.info.run_id)
     status = {r.info.run_name: r.info.status for r in runs}
     assert status == {"toy-mlflow": "FINISHED", "pruned": "FAILED"}
+
+
+def test_a_resumed_training_names_the_run_whose_checkpoint_it_continues(parent_run, tmp_path):
+    """The checkpoint carries the MLflow run id that wrote it; the run that resumes from it is tagged with that id
+    (and the Kedro parent run too, through hooks.link_resumed_runs)."""
+    from rla_pipeline.hooks import link_resumed_runs
+    from rla_pipeline.training import checkpoint as ckpt
+
+    config = TrainerConfig(run_name="toy-resume", max_steps=20, batch_size=16, val_every=5, checkpoint_every=5,
+                           checkpoint_dir=str(tmp_path / "ck"), progress=False)
+
+    def crash(step, metrics):
+        if step >= 10:
+            raise RuntimeError("crash after a checkpoint")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        train(make_model(), mse_loss, RegressionDataset(64), RegressionDataset(32, 1), config, callbacks=[crash])
+    client, runs = _children(parent_run.info.run_id)
+    (first,) = runs
+    _, state = ckpt.load_latest(tmp_path / "ck")
+    assert state["mlflow_run_id"] == first.info.run_id and not state["complete"]
+
+    result = train(make_model(), mse_loss, RegressionDataset(64), RegressionDataset(32, 1), config)
+    assert result.resumed_from_step == state["step"]
+    _, runs = _children(parent_run.info.run_id)
+    (second,) = [r for r in runs if r.info.run_id != first.info.run_id]
+    assert second.data.tags["resumed_from_run_id"] == first.info.run_id
+    assert link_resumed_runs(parent_run.info.run_id, client) == {second.info.run_id: first.info.run_id}
+    assert client.get_run(parent_run.info.run_id).data.tags["resumed_from_run_id.toy-resume"] == first.info.run_id

@@ -172,7 +172,9 @@ def _loop(model, loss_fn, train_dataset, val_dataset, config: TrainerConfig, val
         start_step = int(state["step"])
         logger.info("run %r: resuming from step %d of %d", config.run_name, start_step, config.max_steps)
         if mlflow_on:
-            tracking.set_tags({"trainer.resumed_from_step": start_step})
+            # the exact run this training continues: the checkpoint names the MLflow run that wrote it
+            tracking.set_tags({"trainer.resumed_from_step": start_step,
+                               **({"resumed_from_run_id": state["mlflow_run_id"]} if state.get("mlflow_run_id") else {})})
             for row in history:
                 mlflow_logging.log_history_row(row)
 
@@ -267,6 +269,7 @@ def _loop(model, loss_fn, train_dataset, val_dataset, config: TrainerConfig, val
                         "history": history,
                         "final_val": final_val,
                         "saved_at": time.time(),
+                        "mlflow_run_id": tracking.active_run_id() or "",  # a resumed run links to this one
                     })
     finally:
         bar.close()
