@@ -89,3 +89,31 @@ def test_each_robot_is_normalised_by_its_own_action_statistics():
     assert m.config.conditioning == "actions"
     with pytest.raises(ValueError, match="conditioning must be one of"):
         WorldModelConfig(conditioning="qpos")
+
+
+def test_imagined_env_steps_each_env_with_its_start_states_robot():
+    """A multi-robot world model in the imagined env (the default's PushT Panda-stick + Panda tasks): without the
+    robot of each start state it refuses; with it, each env is stepped by its own robot's action encoder."""
+    from rla_pipeline.rl.imagined_env import ImaginedEnvConfig, ImaginedVectorEnv, build_start_states
+
+    m = _model("deterministic", {"arm7": 7, "arm4": 4}).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2 and not p.abs().sum():
+                p.normal_(0, 0.1)  # zero-initialised output layers would hide the action path
+    seqs = [torch.randn(12, 4, 8) for _ in range(2)]
+    starts = build_start_states(seqs, chunk=3, max_chunks=2, task_index=[0, 1])
+    env = ImaginedVectorEnv(m, starts, cfg=ImaginedEnvConfig(num_envs=2, max_chunks=2, success_threshold=1e-9))
+    env.reset_to(torch.tensor([0, 1]))
+    a = torch.randn(2, 3, 7)
+    with pytest.raises(ValueError, match="several robots"):
+        env.step(a)
+    out = {}
+    for names in (("arm4", "arm7"), ("arm7", "arm7")):
+        env.robot_of_start = m.robot_ids(list(names))
+        env.reset_to(torch.tensor([0, 1]))
+        obs, *_ = env.step(a)
+        out[names] = obs["tokens"].clone()
+    # env 1 is arm7 both times: identical; env 0 changes robot: its action encoder, hence its next state, differs
+    torch.testing.assert_close(out[("arm4", "arm7")][1], out[("arm7", "arm7")][1])
+    assert not torch.allclose(out[("arm4", "arm7")][0], out[("arm7", "arm7")][0])

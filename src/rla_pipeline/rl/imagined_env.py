@@ -123,6 +123,8 @@ class ImaginedVectorEnv:
     Observations: dict ``{"tokens": (B,N,D) float32, "task": (B,) long}``.
     """
 
+    robot_of_start: torch.Tensor | None = None  # (M,) robot id per start state (multi-robot world models)
+
     def __init__(self, world_model, start_states: StartStates | torch.Tensor, goals: torch.Tensor | None = None,
                  cfg: ImaginedEnvConfig | None = None, task_index: torch.Tensor | None = None,
                  device: torch.device | str = "cpu"):
@@ -208,7 +210,9 @@ class ImaginedVectorEnv:
         if self.cfg.execute_steps is not None:  # receding horizon, as the simulator runs it
             mask[:, self.cfg.execute_steps:] = False
             a = a * mask[..., None]
-        nxt = self.world_model.predict_next(self.state, a, mask, generator=self._noise_gen).float()  # (B, N, D)
+        # a world model over several robots steps each env with its start state's robot's action encoder
+        kw = {} if self.robot_of_start is None else {"robot": self.robot_of_start[self.start_idx]}
+        nxt = self.world_model.predict_next(self.state, a, mask, generator=self._noise_gen, **kw).float()  # (B, N, D)
         self.k += 1
         dist = token_l1(nxt, self._reference())
         success = dist < self.cfg.success_threshold

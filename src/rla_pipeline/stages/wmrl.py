@@ -121,7 +121,11 @@ def make_imagined_env(world_model, cache, index, tasks, params, chunk: int, devi
     # frames advanced per imagined step: the executed actions, not the predicted chunk ("corresponding" rewards)
     executed = min(chunk, env_cfg.execute_steps or chunk)
     starts = build_start_states(tokens, executed, env_cfg.max_chunks, task_idx, sel.labelled)
-    return ImaginedVectorEnv(world_model.eval(), starts, cfg=env_cfg, device=device), thr
+    env = ImaginedVectorEnv(world_model.eval(), starts, cfg=env_cfg, device=device)
+    if len(getattr(world_model, "robots", None) or []) > 1:  # robot of each start state, from the episode index
+        robot_of = index.set_index("episode_id")["robot"]
+        env.robot_of_start = world_model.robot_ids([robot_of[eid] for eid in sel.labelled]).to(env.device)
+    return env, thr
 
 
 def start_policy(feature_cache, episode_index: pd.DataFrame, bc_policy, params, tasks: Sequence[str], seed: int,
