@@ -41,12 +41,17 @@ def check_joint_positions(feature_cache, episode_splits: pd.DataFrame, episode_i
         return
     if not labelled:
         return  # no labelled episode at all: check_world_model_data names that
-    robots = robot_column(episode_index.set_index("episode_id").loc[lacking].reset_index())
+    robots = _robots_of(episode_index, lacking)
     raise DataCheckError(
         f"{where}: {where}.conditioning is joint_positions, which reads the episodes' proprio (joint positions), "
         f"but {len(lacking)} of {len(labelled)} action-labelled episodes have none (e.g. {lacking[:3]}; robots "
         f"{robots.value_counts().to_dict()}). Set {where}.conditioning: actions, or import their joint states "
         f"(ingestion.lerobot_datasets[].use_state: true and state_key naming the joint positions)")
+
+
+def _robots_of(episode_index: pd.DataFrame, ids: list[str]) -> pd.Series:
+    """The robot of each of ``ids`` (episode metadata), for messages that count episodes per robot."""
+    return robot_column(episode_index.set_index("episode_id").loc[ids].reset_index())
 
 
 def _split_ids(splits: pd.DataFrame, split: str) -> list[str]:
@@ -116,7 +121,7 @@ def check_world_model_data(feature_cache, episode_splits: pd.DataFrame, episode_
         return
     val = _with_actions(feature_cache, _split_ids(episode_splits, "val"), src)
     if not val:
-        robots = robot_column(episode_index.set_index("episode_id").loc[train].reset_index())
+        robots = _robots_of(episode_index, train)
         raise DataCheckError(
             f"world_model: evaluation needs at least one validation episode with {_label(src)} "
             f"({_describe(feature_cache, episode_splits, 'val', src)}; labelled train episodes per robot: "
