@@ -1,6 +1,6 @@
 """Run the model stages and the tables once per global seed, then summarise mean and spread over the seeds.
 
-    python scripts/multi_seed.py --seeds 0 1 2 [--env test] [--pipelines rla world_model actionless_bc rl evaluation]
+    python scripts/multi_seed.py --seeds 0 1 2 [--env test] [--pipelines rla world_model pixel_decoder actionless_bc rl evaluation]
 
 Each seed runs in its own data root ``<data>/seeds/seed_<s>`` (RLA_DATA_ROOT) whose 01-04 folders (episodes,
 episode index, DINO cache) are links to the shared ones, so only the models and tables differ; run ingestion and
@@ -20,7 +20,8 @@ import pandas as pd
 from rla_pipeline.evaluation.seeds import TABLE_KEYS, across_seeds
 
 SHARED = ("01_raw", "02_intermediate", "03_primary", "04_feature")
-DEFAULT_PIPELINES = ("rla", "world_model", "actionless_bc", "rl", "evaluation")
+# the model stages of the wmrl chain in its order (pixel_decoder: WMRL's BC-ResNet acts on its decoded RGB)
+DEFAULT_PIPELINES = ("rla", "world_model", "pixel_decoder", "actionless_bc", "rl", "evaluation")
 
 
 def main(argv=None) -> int:
