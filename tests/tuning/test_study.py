@@ -12,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from rla_pipeline import tracking
 from rla_pipeline.stages.rla import tuned_latent_shape
 from rla_pipeline.tuning import study as S
 from rla_pipeline.tuning.config import parse_shape
@@ -85,6 +86,8 @@ def test_two_worker_processes_finish_exactly_n_trials_with_mlflow_runs(tmp_path)
         assert r["params.shape"] == t.params["shape"]
         assert float(r["params.lr"]) == pytest.approx(t.params["lr"])
         assert r["run_id"] == t.user_attrs["mlflow_run_id"]
+        # host + pid of the worker that ran it: a worker killed mid-trial leaves a run the next kedro run can close
+        assert str(r[f"tags.{tracking.PID_TAG}"]).isdigit() and r[f"tags.{tracking.HOST_TAG}"]
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
         assert by_trial[t.number]["metrics.final_val_l1"] == pytest.approx(t.value)
 

@@ -220,9 +220,12 @@ def _trial_run(trial, parent_run_id: str | None, cfg: TuneConfig):
         return
     import mlflow
 
+    # process.* tags (host, pid): a worker killed mid-trial leaves this run RUNNING, and the next `kedro run` on
+    # this host marks it KILLED (hooks.mark_dead_runs_killed). The study's parent run gets none: it is shared by
+    # every worker, so one worker's death must not close it.
     run = mlflow.start_run(run_name=f"trial-{trial.number}", nested=True,
-                           tags={"optuna.study": cfg.study_name, "optuna.trial": trial.number,
-                                 "mlflow.parentRunId": parent_run_id})
+                           tags={**tracking.process_tags(), "optuna.study": cfg.study_name,
+                                 "optuna.trial": trial.number, "mlflow.parentRunId": parent_run_id})
     trial.set_user_attr("mlflow_run_id", run.info.run_id)
     import optuna
 
