@@ -7,46 +7,18 @@ user would look at: both success tables, the report, the MLflow run and its tags
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from conftest import run_kedro
 
-pytestmark = [pytest.mark.sim, pytest.mark.slow]
-
-BIN = Path(sys.executable).parent
-
-
-def _kedro(args, root, env):
-    res = subprocess.run([str(BIN / "kedro"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=1500)
-    assert res.returncode == 0, f"kedro {' '.join(args)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}"
-    return res.stdout + res.stderr
+# the first test here usually pays for the shared run (wmrl_test_run) inside its own timeout
+pytestmark = [pytest.mark.sim, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory, project_root):
-    from rla_pipeline.sim.vulkan import VulkanUnavailableError, ensure_vulkan
-
-    try:
-        ensure_vulkan()
-    except VulkanUnavailableError as exc:  # pragma: no cover - `make test` runs `make setup` first
-        pytest.fail(f"ManiSkill cannot render: {exc}")
-    tmp = tmp_path_factory.mktemp("e2e")
-    env = {
-        **os.environ,
-        "RLA_DATA_ROOT": str(tmp / "data"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-        "KEDRO_DISABLE_TELEMETRY": "true",
-        "OMP_NUM_THREADS": "2",
-    }
-    # the commit the run starts from (read before it: a commit made meanwhile must not count)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root, capture_output=True, text=True,
-                          check=True).stdout.strip()
-    out = _kedro(["run", "--pipelines=wmrl", "--env=test"], project_root, env)
-    return tmp, env, out, head
+def e2e(wmrl_test_run):
+    r = wmrl_test_run  # one shared run per session (tests/conftest.py)
+    return r["tmp"], r["env"], r["out"], r["head"]
 
 
 def test_wmrl_writes_both_success_tables_and_the_report(e2e):
@@ -92,8 +64,8 @@ def test_old_pipeline_flag_reruns_without_redoing_cached_work(e2e, project_root)
     episodes = tmp / "data" / "01_raw" / "episodes"
     cache = tmp / "data" / "04_feature" / "dino_cache"
     before = {p: p.stat().st_mtime_ns for p in list(episodes.rglob("*.mp4")) + list(cache.rglob("*.safetensors"))}
-    _kedro(["run", "--pipeline=features", "--env=test"], project_root, env)
-    _kedro(["run", "--pipeline=ingestion", "--env=test"], project_root, env)
+    run_kedro(["run", "--pipeline=features", "--env=test"], project_root, env, timeout=1500)
+    run_kedro(["run", "--pipeline=ingestion", "--env=test"], project_root, env, timeout=1500)
     after = {p: p.stat().st_mtime_ns for p in before}
     assert before == after, "a re-run with nothing changed rewrote episodes or cache entries"
     # the features re-run found every episode up to date and encoded none (its MLflow run's cache counters)

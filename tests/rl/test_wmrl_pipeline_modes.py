@@ -1,28 +1,19 @@
 """`kedro run --pipelines=wmrl --env=test` in both WMRL policy modes (real ManiSkill, real decoder, tiny scale).
 
-The default (rl.policy bc_resnet) runs the whole chain; then the same pipeline reruns from the WMRL start-policy
+The default (rl.policy bc_resnet) runs the whole chain (the session-wide `wmrl_test_run` of tests/conftest.py,
+shared with tests/e2e); then the same pipeline reruns, on a copy of its data, from the WMRL start-policy
 node with ``--params=rl.policy=token`` (upstream stages reused from disk). Each mode must leave the right kind of
 policy, calibration row and Table 3 baseline.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import copy_wmrl_run, run_kedro
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
-
-BIN = Path(sys.executable).parent
-
-
-def _kedro(args, root, env):
-    res = subprocess.run([str(BIN / "kedro"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=2400)
-    assert res.returncode == 0, f"kedro {' '.join(args)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}"
-    return res.stdout + res.stderr
 
 
 def _model_class(path: Path) -> str:
@@ -32,13 +23,9 @@ def _model_class(path: Path) -> str:
 
 
 @pytest.mark.timeout(4800)
-def test_wmrl_pipeline_runs_in_both_policy_modes(tmp_path, project_root):
-    env = {**os.environ, "RLA_DATA_ROOT": str(tmp_path / "data"), "KEDRO_DISABLE_TELEMETRY": "true",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "2"}
-    data = tmp_path / "data"
+def test_wmrl_pipeline_runs_in_both_policy_modes(wmrl_test_run, tmp_path, project_root):
+    data = wmrl_test_run["tmp"] / "data"  # the shared run of the default (rl.policy bc_resnet), read only
     rep, models = data / "08_reporting", data / "06_models"
-
-    _kedro(["run", "--pipelines=wmrl", "--env=test"], project_root, env)  # default: rl.policy bc_resnet
     calib = pd.read_parquet(rep / "imagined_env_calibration.parquet").iloc[0]
     assert calib["policy"] == "bc_resnet" and calib["image_size"] == 64  # conf/test ingestion renders 64 px
     assert calib["imagined_env_chunks_per_s"] > 0 and calib["gap_frames"] > 0
@@ -49,8 +36,12 @@ def test_wmrl_pipeline_runs_in_both_policy_modes(tmp_path, project_root):
     assert {"bc_sr", "wmrl_sr"} <= set(pd.read_parquet(rep / "wmrl_success_table.parquet").columns)
     assert "BC-ResNet vs WMRL" in (rep / "wmrl_success_table.md").read_text()
 
-    _kedro(["run", "--pipelines=wmrl", "--env=test", "--from-nodes=wmrl_start_policy", "--params=rl.policy=token"],
-           project_root, env)
+    # the token mode re-runs WMRL on a private copy (the shared run's files stay as the default left them)
+    env = copy_wmrl_run(wmrl_test_run, tmp_path)["env"]
+    data = tmp_path / "data"
+    rep, models = data / "08_reporting", data / "06_models"
+    run_kedro(["run", "--pipelines=wmrl", "--env=test", "--from-nodes=wmrl_start_policy", "--params=rl.policy=token"],
+              project_root, env)
     calib = pd.read_parquet(rep / "imagined_env_calibration.parquet").iloc[0]
     assert calib["policy"] == "token" and "gap_frames" not in calib.index
     assert _model_class(models / "wmrl_policy.safetensors") == "TokenPolicy"
