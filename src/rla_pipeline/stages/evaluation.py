@@ -88,16 +88,14 @@ def dino_encoder(features_params: dict, feature_cache):
 def evaluate_policies_in_sim(policies: dict[str, tuple[str, Any]], tasks: Sequence[str], params,
                              index: pd.DataFrame, seed: int, encoder=None) -> pd.DataFrame:
     """policies: name -> (kind "image"|"token", model). One row per episode (see ``evaluate_in_sim``)."""
-    from rla_pipeline.rl.sim_eval import check_disjoint_seeds, evaluate_in_sim
+    from rla_pipeline.rl.sim_eval import check_disjoint_seeds, evaluate_many_in_sim
 
     cfg = EvaluationConfig.from_dict(params)
     seeds = eval_seeds(cfg, seed)
     if "seed" in index:
         check_disjoint_seeds(seeds, index["seed"].dropna().astype(int).tolist())
     scfg = sim_config(cfg, index, tasks)
-    frames = [evaluate_in_sim(kind, model, task, cfg.n_episodes, seeds, scfg, encoder=encoder, policy_name=name)
-              for task in tasks for name, (kind, model) in policies.items()]
-    return pd.concat(frames, ignore_index=True)
+    return evaluate_many_in_sim(policies, tasks, cfg.n_episodes, seeds, scfg, encoder=encoder)
 
 
 def evaluate_bc(bc_policy, bc_rla_policy, episode_index: pd.DataFrame, params: dict, tasks: list[str],
