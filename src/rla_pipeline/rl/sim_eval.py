@@ -40,12 +40,17 @@ class SimEvalConfig:
     # imagined env (rl.env.execute_steps) must execute as many, which stages.evaluation checks.
     execute_steps: int | None = None
     max_steps: int | None = None  # None = the task's own limit (50 for the ManiSkill cube tasks)
+    # simulator processes for image policies (sim/parallel.py); 1 = in this process. Rows are the same as with 1
+    # except the wall-clock columns (seconds, sim_seconds, encode_seconds). Token policies run in-process.
+    workers: int = 1
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SimEvalConfig":
         return from_dict(cls, d, where="SimEvalConfig")
 
     def __post_init__(self) -> None:
+        if int(self.workers) < 1:
+            raise ValueError(f"SimEvalConfig.workers must be >= 1, got {self.workers}")
         if self.execute_steps is not None and self.execute_steps < 1:
             raise ValueError("SimEvalConfig.execute_steps must be >= 1 (or None = the whole chunk)")
 
@@ -88,55 +93,113 @@ def _observe(policy_kind: str, policy, frame, encoder, cfg: SimEvalConfig, task_
     return chunk[0].cpu().numpy(), enc_s
 
 
+def _make_eval_env(task: str, cfg: SimEvalConfig):
+    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+
+    return make_env(SimEnvConfig(task=task, image_size=cfg.image_size, control_mode=cfg.control_mode,
+                                 with_mask=cfg.with_mask or cfg.mask_images, max_episode_steps=cfg.max_steps))
+
+
+def _check_action_dim(env, policy, task: str, cfg: SimEvalConfig) -> None:
+    if env.action_dim != policy.config.action_dim:
+        raise ValueError(f"{task}: env actions are {env.action_dim}-D ({cfg.control_mode}), "
+                         f"policy predicts {policy.config.action_dim}-D")
+
+
+def _episode(env, policy_kind: str, policy, task: str, seed: int, cfg: SimEvalConfig, encoder,
+             policy_name: str) -> dict:
+    """One evaluation episode from ``env.reset(seed)`` -> its row. Fully determined by (policy, task, seed, cfg)."""
+    task_idx = task_index_of(policy.config, task)
+    k = executed_actions(cfg.execute_steps, policy.config.chunk)
+    t0 = time.perf_counter()
+    frame = env.reset(seed=int(seed))
+    steps, success, done, sim_s, enc_s, calls = 0, False, False, 0.0, 0.0, 0
+    while not done and not success:
+        chunk, e = _observe(policy_kind, policy, frame, encoder, cfg, task_idx)
+        enc_s += e
+        calls += 1
+        for action in chunk[:k]:
+            ts = time.perf_counter()
+            frame, _reward, done, info = env.step(action)
+            sim_s += time.perf_counter() - ts
+            steps += 1
+            success = success or bool(info["success"])
+            if done or success:
+                break
+    logger.info("%s %s seed %d: success=%s steps=%d", policy_name, task, seed, success, steps)
+    return {"policy": policy_name, "task": task, "seed": int(seed), "success": bool(success), "steps": steps,
+            "seconds": time.perf_counter() - t0, "sim_seconds": sim_s, "encode_seconds": enc_s,
+            "policy_calls": calls}
+
+
 def evaluate_in_sim(policy_kind: str, policy, task: str, n_episodes: int, seeds: Sequence[int],
                     cfg: SimEvalConfig | None = None, encoder=None, policy_name: str | None = None) -> pd.DataFrame:
-    """Run ``policy`` for ``n_episodes`` episodes of ``task`` (episode i uses ``seeds[i]``).
+    """Run ``policy`` for ``n_episodes`` episodes of ``task`` (episode i uses ``seeds[i]``), in this process.
 
     policy_kind: "image" (BCResNetPolicy: uint8 frame -> chunk) | "token" (TokenPolicy: DINO tokens -> chunk; needs
     ``encoder``). Returns one row per episode: ``policy, task, seed, success, steps, seconds, sim_seconds,
-    encode_seconds, policy_calls``.
+    encode_seconds, policy_calls``. Several policies and tasks on several cores: :func:`evaluate_many_in_sim`.
     """
-    from rla_pipeline.sim.envs import SimEnvConfig, make_env
-
     cfg = cfg or SimEvalConfig()
+    _check_args(policy_kind, encoder, n_episodes, seeds)
+    policy = policy.cpu().eval()
+    name = policy_name or type(policy).__name__
+    env = _make_eval_env(task, cfg)
+    try:
+        _check_action_dim(env, policy, task, cfg)
+        rows = [_episode(env, policy_kind, policy, task, seed, cfg, encoder, name) for seed in list(seeds)[:n_episodes]]
+    finally:
+        env.close()
+    return pd.DataFrame(rows)
+
+
+def _check_args(policy_kind: str, encoder, n_episodes: int, seeds: Sequence[int]) -> None:
     if policy_kind not in POLICY_KINDS:
         raise ValueError(f"policy_kind must be one of {POLICY_KINDS}, got {policy_kind!r}")
     if policy_kind == "token" and encoder is None:
         raise ValueError("token policies need the DINO encoder the feature cache was built with")
     if len(seeds) < n_episodes:
         raise ValueError(f"need {n_episodes} seeds, got {len(seeds)}")
-    policy = policy.cpu().eval()
-    task_idx = task_index_of(policy.config, task)
-    env = make_env(SimEnvConfig(task=task, image_size=cfg.image_size, control_mode=cfg.control_mode,
-                                with_mask=cfg.with_mask or cfg.mask_images, max_episode_steps=cfg.max_steps))
-    rows = []
-    try:
-        if env.action_dim != policy.config.action_dim:
-            raise ValueError(f"{task}: env actions are {env.action_dim}-D ({cfg.control_mode}), "
-                             f"policy predicts {policy.config.action_dim}-D")
-        k = executed_actions(cfg.execute_steps, policy.config.chunk)
-        for seed in list(seeds)[:n_episodes]:
-            t0 = time.perf_counter()
-            frame = env.reset(seed=int(seed))
-            steps, success, done, sim_s, enc_s, calls = 0, False, False, 0.0, 0.0, 0
-            while not done and not success:
-                chunk, e = _observe(policy_kind, policy, frame, encoder, cfg, task_idx)
-                enc_s += e
-                calls += 1
-                for action in chunk[:k]:
-                    ts = time.perf_counter()
-                    frame, _reward, done, info = env.step(action)
-                    sim_s += time.perf_counter() - ts
-                    steps += 1
-                    success = success or bool(info["success"])
-                    if done or success:
-                        break
-            rows.append({"policy": policy_name or type(policy).__name__, "task": task, "seed": int(seed),
-                         "success": bool(success), "steps": steps, "seconds": time.perf_counter() - t0,
-                         "sim_seconds": sim_s, "encode_seconds": enc_s, "policy_calls": calls})
-            logger.info("%s %s seed %d: success=%s steps=%d", policy_name, task, seed, success, steps)
-    finally:
-        env.close()
+
+
+def _episode_in_worker(name: str, task: str, seed: int, cfg: SimEvalConfig) -> dict:
+    """:func:`_episode` in a ``sim.parallel`` worker: the policies come with the pool's payload, one env per
+    (task, cfg) is kept alive across jobs."""
+    from rla_pipeline.sim.parallel import cached, worker_state
+
+    kind, policy = worker_state()["payload"][name]
+    env = cached(f"env:{task}:{cfg}", lambda: _make_eval_env(task, cfg))
+    _check_action_dim(env, policy, task, cfg)
+    return _episode(env, kind, policy, task, seed, cfg, None, name)
+
+
+def evaluate_many_in_sim(policies: dict[str, tuple[str, object]], tasks: Sequence[str], n_episodes: int,
+                         seeds: Sequence[int], cfg: SimEvalConfig | None = None, encoder=None) -> pd.DataFrame:
+    """Every policy (name -> (kind, model)) on every task, ``n_episodes`` seeds each; rows ordered by task, policy
+    (dict order), seed. ``cfg.workers`` > 1 runs the episodes of image policies in worker processes (the
+    policies are pickled to them once); token policies (they need ``encoder``) always run in this process."""
+    cfg = cfg or SimEvalConfig()
+    for kind, _ in policies.values():
+        _check_args(kind, encoder, n_episodes, seeds)
+    parallel = cfg.workers > 1 and all(kind == "image" for kind, _ in policies.values())
+    if cfg.workers > 1 and not parallel:
+        logger.info("token policies need the DINO encoder: evaluating in-process (evaluation.sim.workers ignored)")
+    if not parallel:
+        frames = [evaluate_in_sim(kind, model, task, n_episodes, seeds, cfg, encoder=encoder, policy_name=name)
+                  for task in tasks for name, (kind, model) in policies.items()]
+        return pd.concat(frames, ignore_index=True)
+    from rla_pipeline.sim.parallel import SimPool, ordered_map
+
+    payload = {name: (kind, model.cpu().eval()) for name, (kind, model) in policies.items()}
+    jobs = [(f"{name} on {task} seed {int(seed)}", (name, task, int(seed), cfg))
+            for task in tasks for name in policies for seed in list(seeds)[:n_episodes]]
+    with SimPool(cfg.workers, payload=payload) as pool:
+        # all jobs queued at once (window = all): evaluation keeps every episode, nothing is speculative
+        rows = []
+        for r in ordered_map(pool, _episode_in_worker, jobs, window=len(jobs)):
+            logger.info("%s %s seed %d: success=%s steps=%d", r["policy"], r["task"], r["seed"], r["success"],
+                        r["steps"])  # workers' own log records do not reach the parent's handlers
+            rows.append(r)
     return pd.DataFrame(rows)
 
 

@@ -3,6 +3,9 @@ paper's Tables 2 and 3 (with the paper's numbers beside) and the imagined-vs-rea
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +16,8 @@ import torch
 
 from rla_pipeline.rl.sim_eval import SimEvalConfig
 from rla_pipeline.utils.config import from_dict
+
+logger = logging.getLogger(__name__)
 
 
 def _paper_table3_tasks() -> tuple[str, ...]:
@@ -88,16 +93,55 @@ def dino_encoder(features_params: dict, feature_cache):
 def evaluate_policies_in_sim(policies: dict[str, tuple[str, Any]], tasks: Sequence[str], params,
                              index: pd.DataFrame, seed: int, encoder=None) -> pd.DataFrame:
     """policies: name -> (kind "image"|"token", model). One row per episode (see ``evaluate_in_sim``)."""
-    from rla_pipeline.rl.sim_eval import check_disjoint_seeds, evaluate_in_sim
+    from rla_pipeline.rl.sim_eval import check_disjoint_seeds, evaluate_many_in_sim
 
     cfg = EvaluationConfig.from_dict(params)
     seeds = eval_seeds(cfg, seed)
     if "seed" in index:
         check_disjoint_seeds(seeds, index["seed"].dropna().astype(int).tolist())
     scfg = sim_config(cfg, index, tasks)
-    frames = [evaluate_in_sim(kind, model, task, cfg.n_episodes, seeds, scfg, encoder=encoder, policy_name=name)
-              for task in tasks for name, (kind, model) in policies.items()]
-    return pd.concat(frames, ignore_index=True)
+    out = evaluate_many_in_sim(policies, tasks, cfg.n_episodes, seeds, scfg, encoder=encoder)
+    out["sim_digest"] = sim_digest(scfg)  # lets Table 3 tell whether Table 2's episodes ran the same simulator
+    return out
+
+
+def sim_digest(scfg: SimEvalConfig) -> str:
+    """Digest of the simulator settings that shape an evaluation episode (not ``workers``: same rows)."""
+    d = {k: v for k, v in dataclasses.asdict(scfg).items() if k != "workers"}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def same_weights(a, b) -> bool:
+    """Whether two torch modules are the same class with bit-identical state dicts."""
+    if type(a) is not type(b):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype and torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
+
+def reusable_bc_rows(start_policy, bc_policy, bc_eval_episodes: pd.DataFrame | None, params, index: pd.DataFrame,
+                     tasks: Sequence[str], seed: int) -> tuple[pd.DataFrame | None, str]:
+    """Table 2's ``bc`` rows for ``tasks`` when they are exactly the episodes Table 3's baseline would simulate:
+    the start policy has ``bc_policy``'s weights, and the rows have this run's evaluation seeds and simulator
+    settings for every task. -> (rows or None, why)."""
+    if bc_eval_episodes is None or bc_policy is None:
+        return None, "no Table 2 episodes given"
+    if not same_weights(start_policy, bc_policy):
+        return None, "the start policy's weights differ from bc_policy's"
+    cfg = EvaluationConfig.from_dict(params)
+    seeds = eval_seeds(cfg, seed)
+    digest = sim_digest(sim_config(cfg, index, tasks))
+    if "sim_digest" not in bc_eval_episodes:
+        return None, "Table 2's episodes do not record their simulator settings"
+    bc = bc_eval_episodes[(bc_eval_episodes["policy"] == "bc") & bc_eval_episodes["task"].isin(list(tasks))]
+    for task in tasks:
+        rows = bc[bc["task"] == task]
+        if rows["seed"].astype(int).tolist() != seeds:
+            return None, f"Table 2's {task} episodes used other seeds"
+        if set(rows["sim_digest"]) != {digest}:
+            return None, f"Table 2's {task} episodes ran other simulator settings"
+    return bc, "same weights, seeds and simulator settings"
 
 
 def evaluate_bc(bc_policy, bc_rla_policy, episode_index: pd.DataFrame, params: dict, tasks: list[str],
@@ -130,12 +174,16 @@ def wmrl_baseline_name(policy) -> str:
 
 
 def evaluate_wmrl(start_policy, wmrl_policy, feature_cache, episode_index: pd.DataFrame, params: dict,
-                  features_params: dict, tasks: list[str], seed: int, rl_params: dict | None = None) -> pd.DataFrame:
+                  features_params: dict, tasks: list[str], seed: int, rl_params: dict | None = None,
+                  bc_policy=None, bc_eval_episodes: pd.DataFrame | None = None) -> pd.DataFrame:
     """WMRL's start policy and WMRL in the simulator, same seeds, on Table 3's tasks (:func:`table3_tasks`)
     -> wmrl_eval_episodes (one row per episode).
 
     BC-ResNet policies (``rl.policy`` bc_resnet) see the rendered RGB frames, token policies DINO-encoded ones.
-    ``rl_params``: checked to execute as many actions per chunk as the simulator (see :func:`check_same_execution`)."""
+    ``rl_params``: checked to execute as many actions per chunk as the simulator (see :func:`check_same_execution`).
+    ``bc_policy`` / ``bc_eval_episodes`` (Table 2's): under ``rl.policy`` bc_resnet the baseline is that same
+    BC-ResNet on the same seeds, so its ``bc`` rows are reused instead of simulated again when
+    :func:`reusable_bc_rows` finds them equal by construction (weights, seeds, simulator settings)."""
     from rla_pipeline.models.policy import BCResNetPolicy
 
     if rl_params is not None:
@@ -146,9 +194,20 @@ def evaluate_wmrl(start_policy, wmrl_policy, feature_cache, episode_index: pd.Da
     t3 = table3_tasks(EvaluationConfig.from_dict(params), tasks)
     image = isinstance(wmrl_policy, BCResNetPolicy)
     kind = "image" if image else "token"
-    return evaluate_policies_in_sim({wmrl_baseline_name(start_policy): (kind, start_policy),
-                                     "wmrl": (kind, wmrl_policy)}, t3, params, episode_index, seed,
-                                    encoder=None if image else dino_encoder(features_params, feature_cache))
+    encoder = None if image else dino_encoder(features_params, feature_cache)
+    base = wmrl_baseline_name(start_policy)
+    reused, why = (None, "token start policy") if not image else reusable_bc_rows(
+        start_policy, bc_policy, bc_eval_episodes, params, episode_index, t3, seed)
+    if reused is None:
+        logger.info("Table 3: simulating the %s baseline (%s)", base, why)
+        return evaluate_policies_in_sim({base: (kind, start_policy), "wmrl": (kind, wmrl_policy)}, t3, params,
+                                        episode_index, seed, encoder=encoder)
+    logger.info("Table 3: reusing Table 2's %d bc episodes for the baseline on %s (%s); simulating wmrl only",
+                len(reused), t3, why)
+    wmrl = evaluate_policies_in_sim({"wmrl": (kind, wmrl_policy)}, t3, params, episode_index, seed, encoder=encoder)
+    # the serial layout: per task, the baseline's episodes then WMRL's
+    frames = [part[part["task"] == task] for task in t3 for part in (reused, wmrl)]
+    return pd.concat(frames, ignore_index=True)[list(wmrl.columns)]
 
 
 def _log_table(name: str, table: pd.DataFrame, markdown: str, baseline: str, method: str) -> None:

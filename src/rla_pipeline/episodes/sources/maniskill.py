@@ -35,7 +35,9 @@ from rla_pipeline.utils.config import from_dict
 logger = logging.getLogger(__name__)
 
 #: Bump when a change in the simulation code changes the episodes it makes (forces re-generation).
-SIM_RECIPE_VERSION = "maniskill-sim/2"  # 2: Panda-stick actions padded to the Panda's 4-wide layout (sim/envs.py)
+# 2: Panda-stick actions padded to the Panda's 4-wide layout (sim/envs.py); 3: the scene is rebuilt on every reset
+# (SimEnvConfig.fresh_reset: an episode no longer depends on the episodes simulated before it in the same env)
+SIM_RECIPE_VERSION = "maniskill-sim/3"
 KIND_SEED_BASE = {"demo": 0, "actionless": 1_000_000, "play": 2_000_000}
 SEEDS_PER_CONFIG_SEED = 10_000
 REJECTED_DIR = ".sim_rejected"
@@ -72,6 +74,10 @@ class SimulationConfig:
         demo_noise: std of the noise on the expert's actions (demos and actionless); 0 = clean expert.
         max_attempt_factor: at most this many attempts per wanted demo/actionless episode.
         seed: shifts every seed range (different seed -> different initial states).
+        workers: simulator processes (``sim.parallel``); 1 = in this process. With more, a task's seeds are
+            attempted speculatively in seed order, at most ``workers`` ahead, and the first ``quota`` successes
+            in seed order are kept: the same episodes (byte-identical) and rejection records as workers=1, the
+            parent writes them; a few attempts past the quota are simulated and thrown away.
     """
 
     tasks: list[str] = field(default_factory=lambda: ["PushCube-v1", "PullCube-v1", "PokeCube-v1"])
@@ -88,8 +94,11 @@ class SimulationConfig:
     demo_noise: float = 0.0
     max_attempt_factor: int = 3
     seed: int = 0
+    workers: int = 1
 
     def __post_init__(self) -> None:
+        if int(self.workers) < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
         if isinstance(self.tasks, str):
             self.tasks = [self.tasks]
         self.tasks = list(self.tasks)
@@ -243,14 +252,51 @@ def _known_rejection(store: EpisodeStore, eid: str, digest: str) -> dict | None:
     return rec if rec.get("recipe_digest") == digest else None
 
 
+def _attempt(cfg: SimulationConfig, env, task: str, kind: str, seed: int, digest: str
+             ) -> tuple[Episode | None, str, int]:
+    """Simulate one (task, kind, seed) -> (episode or None when a demo/actionless attempt failed, reason, frames).
+    Fully determined by its arguments (the env is reset with ``seed``, the policy's rng is seeded from it)."""
+    from rla_pipeline.sim.experts import make_expert
+
+    rng = np.random.default_rng([int(seed), list(KIND_SEED_BASE).index(kind)])
+    if kind == "play":
+        policy, policy_name = make_expert(task, noise=cfg.play_noise, rng=rng, play=True), "play"
+    else:
+        policy, policy_name = make_expert(task, noise=cfg.demo_noise, rng=rng), "scripted_expert"
+    ro = rollout(env, policy, seed, cfg.steps_for(task), cfg.extra_steps_after_success)
+    if kind != "play" and ro.success_step is None:
+        return None, f"expert failed within {cfg.steps_for(task)} steps", len(ro.rgb)
+    return build_episode(cfg, env, task, kind, seed, digest, ro, policy_name), "", len(ro.rgb)
+
+
+def _env_config(cfg: SimulationConfig, task: str):
+    from rla_pipeline.sim.envs import SimEnvConfig
+
+    return SimEnvConfig(task=task, image_size=cfg.image_size, control_mode=cfg.control_mode,
+                        with_mask=cfg.with_mask, max_episode_steps=cfg.steps_for(task))
+
+
+def _attempt_in_worker(cfg: SimulationConfig, task: str, kind: str, seed: int, digest: str
+                       ) -> tuple[Episode | None, str, int]:
+    """:func:`_attempt` in a ``sim.parallel`` worker, with one env per task (and env config) kept alive."""
+    from rla_pipeline.sim.envs import make_env
+    from rla_pipeline.sim.parallel import cached
+
+    ecfg = _env_config(cfg, task)
+    env = cached(f"env:{ecfg}", lambda: make_env(ecfg))
+    return _attempt(cfg, env, task, kind, seed, digest)
+
+
 def simulate_episodes(cfg: SimulationConfig, kind: str, store: EpisodeStore, progress: bool = True) -> pd.DataFrame:
     """Simulate ``kind`` ("demo" | "play" | "actionless") episodes for every task in ``cfg`` into ``store``.
 
     Returns one row per attempt (``ROW_COLUMNS``): ``kept`` whether the episode is in the store, ``status``
     "written" (simulated now) / "exists" (same recipe already stored) / "skipped" (failed demo, not stored),
-    ``success``, ``reason`` and ``num_frames``.
+    ``success``, ``reason`` and ``num_frames``. ``cfg.workers`` > 1 simulates in worker processes with the
+    same result (see :class:`SimulationConfig`); episodes are written here, in seed order, atomically.
     """
-    from rla_pipeline.sim.envs import SimEnvConfig, make_env
+    from contextlib import nullcontext
+
     from rla_pipeline.sim.experts import make_expert
 
     if kind not in KIND_SEED_BASE:
@@ -259,72 +305,103 @@ def simulate_episodes(cfg: SimulationConfig, kind: str, store: EpisodeStore, pro
         cfg = SimulationConfig.from_dict(cfg)
     rows: list[dict] = []
     quota = cfg.quota(kind)
-    for task in cfg.tasks:
-        if kind != "play" and quota > 0:
+    if kind != "play" and quota > 0:
+        for task in cfg.tasks:
             make_expert(task)  # fail fast (NotImplementedError naming the task) before any simulation
-        env = None
-        kept = 0
-        seeds = cfg.seeds(kind)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+    if cfg.workers > 1 and quota > 0:
+        from rla_pipeline.sim.parallel import SimPool
 
-            bar = tqdm(total=quota, desc=f"{task} {kind}", leave=False)
-        try:
-            for seed in seeds:
-                if kept >= quota:
-                    break
-                eid = episode_id(task, kind, seed)
-                digest = recipe_digest(cfg, task, kind, seed)
-                row = dict(episode_id=eid, task=task, kind=kind, source="maniskill", seed=int(seed),
-                           path=str(store.episode_dir(eid)))
-                if store.has(eid, digest):
-                    meta = store.read_meta(eid)
-                    rows.append(dict(row, success=meta.success, kept=True, status="exists", reason="",
-                                     num_frames=meta.num_frames))
-                    kept += 1
-                    bar and bar.update(1)
-                    continue
-                rejected = _known_rejection(store, eid, digest)
-                if rejected is not None:
-                    rows.append(dict(row, success=False, kept=False, status="skipped", reason=rejected["reason"],
-                                     num_frames=rejected["num_frames"]))
-                    continue
-                if env is None:
-                    env = make_env(SimEnvConfig(task=task, image_size=cfg.image_size, control_mode=cfg.control_mode,
-                                                with_mask=cfg.with_mask, max_episode_steps=cfg.steps_for(task)))
-                rng = np.random.default_rng([int(seed), list(KIND_SEED_BASE).index(kind)])
-                if kind == "play":
-                    policy, policy_name = make_expert(task, noise=cfg.play_noise, rng=rng, play=True), "play"
-                else:
-                    policy, policy_name = make_expert(task, noise=cfg.demo_noise, rng=rng), "scripted_expert"
-                ro = rollout(env, policy, seed, cfg.steps_for(task), cfg.extra_steps_after_success)
-                success = ro.success_step is not None
-                if kind != "play" and not success:
-                    reason = f"expert failed within {cfg.steps_for(task)} steps"
-                    atomic_write_text(_rejected_path(store, eid), json.dumps(
-                        {"recipe_digest": digest, "reason": reason, "num_frames": len(ro.rgb)}))
-                    rows.append(dict(row, success=False, kept=False, status="skipped", reason=reason,
-                                     num_frames=len(ro.rgb)))
-                    continue
-                store.write(build_episode(cfg, env, task, kind, seed, digest, ro, policy_name))
-                rows.append(dict(row, success=success, kept=True, status="written", reason="",
-                                 num_frames=len(ro.rgb)))
-                kept += 1
-                bar and bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-            if env is not None:
-                env.close()
-        if kept < quota:
-            logger.warning("%s %s: only %d of %d episodes succeeded in %d attempts", task, kind, kept, quota,
-                           len(seeds))
+        pool_cm = SimPool(cfg.workers)
+    else:
+        pool_cm = nullcontext(None)
+    with pool_cm as pool:
+        for task in cfg.tasks:
+            rows.extend(_simulate_task(cfg, kind, task, store, pool, progress))
     out = pd.DataFrame(rows, columns=ROW_COLUMNS)
     if len(out):
         out = out.astype({"kept": bool, "seed": "int64", "num_frames": "int64"})
     logger.info("simulated %s: %s", kind, out["status"].value_counts().to_dict() if len(out) else "nothing")
     return out
+
+
+def _simulate_task(cfg: SimulationConfig, kind: str, task: str, store: EpisodeStore, pool, progress: bool
+                   ) -> list[dict]:
+    """The rows of one task (see :func:`simulate_episodes`); ``pool``: a ``SimPool`` or None (in-process)."""
+    from rla_pipeline.sim.envs import make_env
+
+    quota = cfg.quota(kind)
+    seeds = cfg.seeds(kind)
+    # What the store already says about each seed (decided up front: nothing else writes these ids meanwhile).
+    known: dict[int, tuple[str, dict]] = {}
+    digests = {int(s): recipe_digest(cfg, task, kind, s) for s in seeds}
+    for seed in seeds:
+        eid = episode_id(task, kind, seed)
+        if store.has(eid, digests[seed]):
+            known[seed] = ("exists", {})
+        elif (rec := _known_rejection(store, eid, digests[seed])) is not None:
+            known[seed] = ("rejected", rec)
+    results = None
+    if pool is not None:
+        from rla_pipeline.sim.parallel import ordered_map
+
+        # Speculative: the seeds still to simulate, in seed order, at most `workers` ahead of the loop below.
+        jobs = ((f"{task} {kind} seed {s}", (cfg, task, kind, int(s), digests[s])) for s in seeds if s not in known)
+        results = ordered_map(pool, _attempt_in_worker, jobs)
+    env = None
+    kept = 0
+    rows: list[dict] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=quota, desc=f"{task} {kind}", leave=False)
+    try:
+        for seed in seeds:
+            if kept >= quota:
+                break
+            eid = episode_id(task, kind, seed)
+            digest = digests[seed]
+            row = dict(episode_id=eid, task=task, kind=kind, source="maniskill", seed=int(seed),
+                       path=str(store.episode_dir(eid)))
+            status, rec = known.get(seed, (None, None))
+            if status == "exists":
+                meta = store.read_meta(eid)
+                rows.append(dict(row, success=meta.success, kept=True, status="exists", reason="",
+                                 num_frames=meta.num_frames))
+                kept += 1
+                bar and bar.update(1)
+                continue
+            if status == "rejected":
+                rows.append(dict(row, success=False, kept=False, status="skipped", reason=rec["reason"],
+                                 num_frames=rec["num_frames"]))
+                continue
+            if results is not None:
+                episode, reason, num_frames = next(results)
+            else:
+                if env is None:
+                    env = make_env(_env_config(cfg, task))
+                episode, reason, num_frames = _attempt(cfg, env, task, kind, seed, digest)
+            if episode is None:
+                atomic_write_text(_rejected_path(store, eid), json.dumps(
+                    {"recipe_digest": digest, "reason": reason, "num_frames": num_frames}))
+                rows.append(dict(row, success=False, kept=False, status="skipped", reason=reason,
+                                 num_frames=num_frames))
+                continue
+            store.write(episode)
+            rows.append(dict(row, success=bool(episode.meta.success), kept=True, status="written", reason="",
+                             num_frames=num_frames))
+            kept += 1
+            bar and bar.update(1)
+    finally:
+        if results is not None:
+            results.close()  # cancels the speculative attempts still queued
+        if bar is not None:
+            bar.close()
+        if env is not None:
+            env.close()
+    if kept < quota:
+        logger.warning("%s %s: only %d of %d episodes succeeded in %d attempts", task, kind, kept, quota, len(seeds))
+    return rows
 
 
 def simulation_summary(rows: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,8 @@ from rla_pipeline.stages import evaluation as ev
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    # evaluate_wmrl_in_sim takes Table 2's bc_policy and bc_eval_episodes: under rl.policy bc_resnet its baseline
+    # is that same BC-ResNet on the same seeds, whose episodes it reuses instead of simulating them again.
     # The HTML report is part of evaluation (its node lives in pipelines/report, also runnable alone).
     return report_pipeline() + Pipeline(
         [
@@ -15,7 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                                   "params:tasks", "params:seed"], "bc_eval_episodes", name="evaluate_bc_in_sim"),
             Node(ev.evaluate_wmrl, ["wmrl_start_policy", "wmrl_policy", "feature_cache", "episode_index",
                                     "params:evaluation", "params:features", "params:tasks", "params:seed",
-                                    "params:rl"],
+                                    "params:rl", "bc_policy", "bc_eval_episodes"],
                  "wmrl_eval_episodes", name="evaluate_wmrl_in_sim"),
             Node(ev.bc_success_table, "bc_eval_episodes", ["bc_success_table", "bc_success_table_md"],
                  name="bc_success_table"),
