@@ -175,3 +175,42 @@ def test_temporal_progression_prints_a_shuffled_z_control():
     assert prog.spearman_shuffled_z.mean() < prog.spearman.mean()
     flat = temporal_progression(ConstantDecoderRLA(), cache, ["e", "f"], h=10, alphas=[0.0, 0.5, 1.0], stride=4)
     assert flat.spearman.to_list() == [0.0] * len(flat) and flat.spearman_shuffled_z.to_list() == [0.0] * len(flat)
+
+
+def test_world_model_table_equals_the_per_horizon_reference_path():
+    """The table's numbers are those of the straightforward path (per horizon: its pairs, one seeded rollout per
+    model, the episode bootstrap) and the cost measured once per model equals a per-horizon measurement in FLOPs."""
+    from rla_pipeline.evaluation.metrics import episode_bootstrap, rollout_batch, rollout_l1, step_cost
+    from rla_pipeline.models.world_model import AbsoluteFlowWorldModel, DeterministicWorldModel, WorldModelConfig
+
+    rng = np.random.default_rng(0)
+    ids = ["e", "f", "g"]
+    cache = ArrayCache({e: rng.normal(size=(36, 4, 8)).astype(np.float32) for e in ids},
+                       {e: rng.normal(size=(36, 3)).astype(np.float32) for e in ids})
+    torch.manual_seed(0)
+    cfg = WorldModelConfig(num_tokens=4, token_dim=8, action_dim=3, max_actions=10, width=16, heads=2, cond_depth=1,
+                           flow_depth=1, depth=1, sample_steps=3, action_embed_dim=8)
+    models = {"flow": AbsoluteFlowWorldModel(cfg), "det": DeterministicWorldModel(cfg)}
+    horizons = [5, 15, 30]
+    table = world_model_table(models, cache, ids, horizons, chunk=10, max_actions=10, stride=4, max_pairs=9, seed=3,
+                              n_boot=50, reference="flow")
+    for h in horizons:
+        batch = rollout_batch(cache, ids, h, 10, 10, 4, 9)
+        errors = batch.pairs[["episode_id"]].assign(copy=token_l1(batch.s_0, batch.target).numpy())
+        l1 = {}
+        for name, m in models.items():
+            l1[name], pred = rollout_l1(m.eval(), batch, seed=3)
+            errors[name] = token_l1(pred, batch.target).numpy()
+        ci = episode_bootstrap(errors, list(models), "flow", 50, 3)
+        rows = table[table.horizon == h].set_index("model")
+        for name, m in models.items():
+            row = rows.loc[name]
+            assert row.token_l1 == l1[name]
+            for col in ("vs_copy_ci_low", "vs_copy_ci_high"):
+                assert row[col] == ci[name][col]
+            if name != "flow":
+                assert row.ref_minus_ci_low == ci[name]["ref_minus_ci_low"]
+            k = min(16, len(batch.pairs))
+            own = step_cost(m, batch.s_0[:k], batch.chunks[0][:k], batch.masks[0][:k], repeats=1)
+            assert row.gflops_per_step == own["gflops_per_step"]
+    assert (table.loc[table.model == "flow", "gflops_per_step"] > 0).all()
