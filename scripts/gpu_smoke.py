@@ -41,13 +41,13 @@ TASK = "SyntheticPush-v0"
 
 # ------------------------------------------------------------------------------------------------ sizes
 def paper_params() -> dict:
-    """The model/policy/env blocks of conf/paper (read as plain YAML: the blocks used here have no interpolation)."""
-    import yaml
+    """The parameters of ``--env=paper`` as Kedro resolves them: conf/base soft-merged with conf/paper (which holds
+    only what differs from base, so reading conf/paper alone misses keys)."""
+    from kedro.config import OmegaConfigLoader
 
-    out = {}
-    for f in sorted(PAPER_CONF.glob("parameters*.yml")):
-        out.update(yaml.safe_load(f.read_text()) or {})
-    return out
+    from rla_pipeline.settings import CONFIG_LOADER_ARGS
+
+    return OmegaConfigLoader(str(PAPER_CONF.parent), env="paper", **CONFIG_LOADER_ARGS)["parameters"]
 
 
 @dataclass

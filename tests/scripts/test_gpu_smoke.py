@@ -51,3 +51,16 @@ def test_gpu_smoke_one_device_ddp_path(tmp_path):
     assert list(rows) == ["features", "ddp"]
     assert rows["ddp"]["status"] == "ok" and "gloo x 1 process group + DDP wrapper" in rows["ddp"]["detail"]
     assert math.isfinite(rows["ddp"]["step_s"]) and rows["ddp"]["step_s"] > 0
+
+
+def test_paper_sizes_resolve_from_the_paper_env():
+    """`make gpu-smoke` (not --tiny) reads the paper env as Kedro does: base soft-merged with conf/paper, which
+    holds only differences (reading conf/paper alone lost rl.ppo.gamma and crashed `make gpu-smoke` / `make bench`)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_smoke
+
+    sz = gpu_smoke.sizes(tiny=False, batch_size=None, weights="random")
+    assert sz.ppo["gamma"] == 0.9 and sz.ppo["learning_rate"] > 0
+    assert sz.rla_model["width"] == 1024 and sz.rla_model["latent_tokens"] == 32 and sz.rla_model["latent_dim"] == 64
+    assert sz.rla_model.get("decoder_skip", False) is False  # the paper's decoder
+    assert sz.encoder["model_name"].startswith("vit_large_patch16_dinov3") and sz.encoder["image_size"] == 512
