@@ -40,7 +40,8 @@ def read(rep: Path, name: str) -> pd.DataFrame | None:
     return pd.read_parquet(f) if f.exists() else None
 
 
-def node_times(uri: str | None) -> pd.DataFrame | None:
+def node_times(uri: str | None) -> "tuple[pd.DataFrame, object] | None":
+    """(minutes per node, the run) of the latest `wmrl` run in the store, or None."""
     try:
         from mlflow import MlflowClient
     except ImportError:  # pragma: no cover
@@ -103,8 +104,8 @@ def main(argv=None) -> int:
         p("## World models: token L1 / copy, episode-bootstrap 95 % interval (`wm_prediction_table`)\n")
         keys = ["robot"] if "robot" in t else []
         rows = []
-        for (k, h), g in t.groupby(keys + ["horizon"], sort=True) if keys else t.groupby(["horizon"], sort=True):
-            row = {"robot": k, "horizon": h} if keys else {"horizon": k if not isinstance(k, tuple) else k[0]}
+        for key, g in t.groupby(keys + ["horizon"], sort=True):
+            row = dict(zip(keys + ["horizon"], key))
             row["pairs / episodes"] = f"{int(g['pairs'].iloc[0])} / {int(g['episodes'].iloc[0])}"
             for _, r in g.iterrows():
                 if r["model"] == "copy":
