@@ -4,7 +4,8 @@ Stages, each through the project's own code (no copies of it):
   features       two synthetic episodes -> FeatureCache.update with the paper's encoder (DINOv3 ViT-L/16 at 512 px,
                  RANDOM weights: labelled as such, there is no hub access; a weights file can be given)
   train.*        a few optimisation steps of every trainer at paper width (conf/paper) with bf16 autocast, through
-                 training.trainer.train: RLA, RLA-WM, the two world-model baselines, BC-ResNet, BC+RLA, token BC
+                 training.trainer.train: RLA, RLA-WM, the two world-model baselines, BC-ResNet, BC+RLA, token BC,
+                 the pixel decoder (tokens -> RGB UNet half)
   ppo            one imagined PPO iteration (rl.ppo.train_ppo in rl.imagined_env.ImaginedVectorEnv over RLA-WM)
   ddp            the RLA trainer with TrainerConfig.num_processes = all visible GPUs (NCCL; gloo and 2 processes on
                  the CPU), i.e. training.distributed.launch_local (torchrun's engine); with ONE visible GPU the
@@ -64,6 +65,7 @@ class Sizes:
     wm_model: dict
     bc_policy: dict
     token_policy: dict
+    pixel_decoder: dict
     env: dict
     ppo: dict
     labels: dict = field(default_factory=dict)
@@ -80,6 +82,7 @@ def sizes(tiny: bool, batch_size: int | None, weights: str) -> Sizes:
             wm_model=dict(width=32, cond_depth=1, flow_depth=1, depth=2, heads=2, action_embed_dim=8, sample_steps=2),
             bc_policy=dict(backbone="resnet10t", image_size=16, chunk=4, hidden=16),
             token_policy=dict(chunk=4, token_proj=2, hidden=16),
+            pixel_decoder=dict(image_size=32, channels=[16, 8], blocks_per_level=1, groups=4),
             env=dict(num_envs=4, max_chunks=2, success_threshold=0.032),
             ppo=dict(num_steps=2, update_epochs=1, num_minibatches=2),
             labels={"scale": "tiny (CPU check of the script, not paper scale)"},
@@ -92,6 +95,7 @@ def sizes(tiny: bool, batch_size: int | None, weights: str) -> Sizes:
         rla_samples=dict(p["rla"]["samples"]), wm_samples=dict(p["world_model"]["samples"]),
         rla_model=dict(p["rla"]["model"]), wm_model=dict(p["world_model"]["model"]),
         bc_policy=dict(p["actionless_bc"]["policy"]), token_policy=dict(rl["token_policy"]),
+        pixel_decoder=dict(p["pixel_decoder"]["model"]),
         env={**rl["env"]}, ppo=dict(num_steps=rl["ppo"]["num_steps"], gamma=rl["ppo"]["gamma"],
                                     learning_rate=rl["ppo"]["learning_rate"]),
         labels={"scale": "paper widths (conf/paper); batch reduced to fit one GPU"},
@@ -186,6 +190,8 @@ class Smoke:
         self.args = args
         self.device = torch.device(args.device)
         self.sz = sizes(args.tiny, args.batch_size, args.weights)
+        if args.frames:
+            self.sz.frames = args.frames
         self.rows: list[dict] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="gpu_smoke_"))
         self.data: Data | None = None
@@ -336,6 +342,16 @@ class Smoke:
         ds = TokenChunkDataset(toks, acts, [0] * len(toks), conf.chunk, 4)
         return self._train("token_bc", TokenPolicy(conf), TokenBCLoss(), ds)
 
+    def train_pixel_decoder(self) -> dict:
+        from rla_pipeline.models.pixel_decoder import PixelDecoder, PixelDecoderConfig, pixel_decoder_loss
+        from rla_pipeline.stages.pixel_decoder import TokenFrameDataset
+
+        d = self.data
+        ds = TokenFrameDataset(d.cache, d.store, d.ids, int(self.sz.pixel_decoder["image_size"]))
+        conf = PixelDecoderConfig.from_dict({**self.sz.pixel_decoder, "num_tokens": ds.num_tokens,
+                                             "token_dim": ds.token_dim})
+        return self._train("pixel_decoder", PixelDecoder(conf), pixel_decoder_loss, ds)
+
     def ppo(self) -> dict:
         from rla_pipeline.rl.imagined_env import ImaginedEnvConfig, ImaginedVectorEnv, build_start_states
         from rla_pipeline.rl.ppo import PPOConfig, train_ppo
@@ -403,17 +419,21 @@ class Smoke:
         model.to(self.device)
         backend = backend_for(self.device)
         store = dist.FileStore(str(self.tmp / "one_rank_store"), 1)
-        kw = {"device_id": self.device} if self.device.type == "cuda" else {}
+        # a bare "cuda" is refused as device_id ("Please use a device_id with index", torch 2.11 on an H200)
+        dev = torch.device("cuda", self.device.index or 0) if self.device.type == "cuda" else self.device
+        kw = {"device_id": dev} if dev.type == "cuda" else {}
         dist.init_process_group(backend, store=store, rank=0, world_size=1, **kw)
         try:
             ddp_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index or 0] if self.device.type == "cuda" else None)
+                model, device_ids=[dev.index] if dev.type == "cuda" else None)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
             bs = min(self.sz.batch_size, len(ds))
-            loader = iter(DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True))
+            loader = DataLoader(ds, batch_size=bs, shuffle=True, drop_last=True)
+            # cycle: at paper h ranges two 40-frame episodes give fewer batches than --steps (StopIteration, seen)
+            batches = (b for _ in range(self.args.steps) for b in loader)
             times = []
             for _ in range(self.args.steps):
-                batch = {k: v.to(self.device) for k, v in next(loader).items() if isinstance(v, torch.Tensor)}
+                batch = {k: v.to(self.device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)}
                 with torch.autocast(self.device.type, dtype=torch.bfloat16):
                     loss, _ = rla_loss(ddp_model, batch)
                 loss.backward()
@@ -440,7 +460,8 @@ class Smoke:
         stages = [("train.rla", self.train_rla)]
         stages += [(f"train.{k}", lambda k=k: self.train_world_model(k)) for k in ("rla_wm", "deterministic", "absolute_flow")]
         stages += [("train.bc", lambda: self.train_bc(False)), ("train.bc_rla", lambda: self.train_bc(True)),
-                   ("train.token_bc", self.train_token_bc), ("ppo", self.ppo), ("ddp", self.ddp)]
+                   ("train.token_bc", self.train_token_bc), ("train.pixel_decoder", self.train_pixel_decoder),
+                   ("ppo", self.ppo), ("ddp", self.ddp)]
         for name, fn in stages:
             if self.args.stages is None or name in self.args.stages:
                 self.stage(name, fn)
@@ -473,6 +494,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="global batch per trainer (paper mode default 16)")
     ap.add_argument("--weights", default="random",
                     help="encoder weights at paper scale: random (default, labelled) | /path/to/model.safetensors")
+    ap.add_argument("--frames", type=int, default=None,
+                    help="frames per synthetic episode (paper mode 40; more pairs for paper batch sizes)")
     ap.add_argument("--json", default=None, help="also write the table rows to this JSON file")
     ap.add_argument("--ddp-single", action="store_true",
                     help="the one-device DDP path (what a 1-GPU machine runs) instead of the trainer's 2-process one")

@@ -104,3 +104,25 @@ def test_paper_size_builds_and_runs_on_the_meta_device(project_root):
     loss, _ = pixel_decoder_loss(m, batch)
     loss.backward()
     assert m.to_rgb.weight.grad is not None and m.to_rgb.weight.grad.device.type == "meta"
+
+
+def test_upsampling_a_batch_too_large_for_one_kernel_call_is_sliced_with_the_same_result():
+    """CUDA's nearest upsampling refuses INT_MAX elements (the paper's 512 px decoder at batch 64 on an H200 failed
+    with it): past ``max_elements`` the batch is upsampled in slices, forward and backward as if in one piece."""
+    from rla_pipeline.models.pixel_decoder import Upsample
+
+    torch.manual_seed(0)
+    up = Upsample(4, 3)
+    x = torch.randn(5, 4, 6, 6, requires_grad=True)
+    whole = up(x)
+    (g_whole,) = torch.autograd.grad(whole.square().sum(), x)
+    calls = []
+    hook = up.conv.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    up.max_elements = 4 * 4 * 36 * 2  # two upsampled samples per slice
+    sliced = up(x)
+    (g_sliced,) = torch.autograd.grad(sliced.square().sum(), x)
+    hook.remove()
+    assert calls == [2, 2, 1]
+    assert sliced.shape == whole.shape == (5, 3, 12, 12)
+    torch.testing.assert_close(sliced, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g_sliced, g_whole, atol=1e-5, rtol=1e-5)

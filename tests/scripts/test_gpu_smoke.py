@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["features", "train.rla", "train.rla_wm", "train.deterministic", "train.absolute_flow", "train.bc",
-          "train.bc_rla", "train.token_bc", "ppo", "ddp"]
+          "train.bc_rla", "train.token_bc", "train.pixel_decoder", "ppo", "ddp"]
 
 
 @pytest.mark.slow

@@ -122,8 +122,17 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
 
+    # CUDA's nearest upsampling refuses tensors of INT_MAX elements or more (seen on an H200 at the paper's 512 px,
+    # batch 64: [64, 128, 512, 512]); such batches are upsampled in slices. Same result, sliced or not.
+    max_elements = 2**31 - 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C_in, H, W) -> (B, C_out, 2H, 2W)
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        per_sample = 4 * x[0].numel()
+        if x.shape[0] * per_sample <= self.max_elements:
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        step = max(1, self.max_elements // per_sample)
+        return torch.cat([self.conv(F.interpolate(part, scale_factor=2.0, mode="nearest"))
+                          for part in x.split(step)])
 
 
 @register_model

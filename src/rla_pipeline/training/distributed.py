@@ -61,6 +61,8 @@ def init_process_group(ctx: DistContext, device: torch.device, timeout_s: float 
         return False
     kwargs = {}
     if device.type == "cuda":
+        if device.index is None:  # init_process_group(device_id=...) refuses a bare "cuda" (seen on an H200)
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         kwargs["device_id"] = device
     dist.init_process_group(
