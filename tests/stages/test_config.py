@@ -14,7 +14,7 @@ def _parameters(project_root, env):
     return OmegaConfigLoader(str(project_root / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]
 
 
-@pytest.mark.parametrize("env", ["local", "test", "paper"])
+@pytest.mark.parametrize("env", ["local", "test", "paper", "eval_large"])
 def test_every_conf_env_builds_every_stage_config(project_root, env):
     from rla_pipeline.stages.config import STAGE_CONFIGS, check_parameters
 
@@ -33,7 +33,7 @@ def test_envs_merge_nested_blocks_key_by_key(project_root):
     assert test["checkpoint_root"] is None and base["checkpoint_root"].endswith("06_models/checkpoints")
 
 
-@pytest.mark.parametrize("env", ["test", "paper"])
+@pytest.mark.parametrize("env", ["test", "paper", "eval_large"])
 def test_env_files_hold_only_what_differs_from_base(project_root, env):
     def leaves(d, pre=""):
         out = {}
@@ -67,3 +67,17 @@ def test_a_typo_in_a_nested_block_names_the_key_the_block_and_the_file(project_r
         WorldModelStageConfig.from_dict({"baselines": {"deterministic": {"predict_residul": False}}})
     with pytest.raises(ValueError, match="checkpoint_root"):
         RLAStageConfig.from_dict({"trainer": {"checkpoint_dir": "/tmp/x"}})
+
+
+def test_the_large_evaluation_env_resolves_a_15_point_difference_and_changes_nothing_else(project_root):
+    """conf/eval_large: paired episodes per cell enough for 50 % vs 65 % (McNemar, 5 %, power 0.8, independent
+    outcomes); the small default's 5 are not; every other parameter is the default's, so the trained models are
+    reused and only the evaluation differs."""
+    from rla_pipeline.evaluation.success import episodes_to_resolve
+
+    base, large = _parameters(project_root, "local"), _parameters(project_root, "eval_large")
+    need = episodes_to_resolve(0.50, 0.65)
+    assert large["evaluation"]["n_episodes"] >= need > base["evaluation"]["n_episodes"]
+    assert {k: v for k, v in large.items() if k != "evaluation"} == {k: v for k, v in base.items() if k != "evaluation"}
+    assert {k: v for k, v in large["evaluation"].items() if k != "n_episodes"} == \
+        {k: v for k, v in base["evaluation"].items() if k != "n_episodes"}
