@@ -14,7 +14,7 @@ def _parameters(project_root, env):
     return OmegaConfigLoader(str(project_root / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"]
 
 
-@pytest.mark.parametrize("env", ["local", "test", "paper", "eval_large"])
+@pytest.mark.parametrize("env", ["local", "test", "paper", "eval_large", "bc_resolve"])
 def test_every_conf_env_builds_every_stage_config(project_root, env):
     from rla_pipeline.stages.config import STAGE_CONFIGS, check_parameters
 
@@ -33,7 +33,7 @@ def test_envs_merge_nested_blocks_key_by_key(project_root):
     assert test["checkpoint_root"] is None and base["checkpoint_root"].endswith("06_models/checkpoints")
 
 
-@pytest.mark.parametrize("env", ["test", "paper", "eval_large"])
+@pytest.mark.parametrize("env", ["test", "paper", "eval_large", "bc_resolve"])
 def test_env_files_hold_only_what_differs_from_base(project_root, env):
     def leaves(d, pre=""):
         out = {}
