@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rla_pipeline.evaluation.seeds import TABLE_KEYS, across_seeds
+from rla_pipeline.evaluation.seeds import PER_SEED_MEAN, TABLE_KEYS, across_seeds, summarise_seed
 
 SHARED = ("01_raw", "02_intermediate", "03_primary", "04_feature")
 # the model stages of the wmrl chain in its order (pixel_decoder: WMRL's BC-ResNet acts on its decoded RGB)
@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     for table, keys in TABLE_KEYS.items():
         found = {s: pd.read_parquet(f) for s in a.seeds
                  if (f := data / "seeds" / f"seed_{s}" / "08_reporting" / f"{table}.parquet").exists()}
+        if table in PER_SEED_MEAN:
+            found = {s: summarise_seed(t, keys) for s, t in found.items()}
         if found:
             out = data / "seeds" / f"summary_{table}.csv"
             across_seeds(found, keys).to_csv(out, index=False)

@@ -1,0 +1,32 @@
+"""scripts/multi_seed.py --summarise-only: per-seed tables -> summary CSVs with mean and spread across seeds."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_summaries_keep_robots_apart_and_average_per_episode_rows_per_seed_first(tmp_path):
+    for s in (0, 1):
+        rep = tmp_path / "seeds" / f"seed_{s}" / "08_reporting"
+        rep.mkdir(parents=True)
+        pd.DataFrame({"robot": ["panda", "panda_stick"], "model": ["rla_wm"] * 2, "horizon": [5, 5],
+                      "vs_copy": [0.8 + 0.1 * s, 0.5]}).to_parquet(rep / "wm_prediction_table.parquet")
+        pd.DataFrame({"episode_id": ["a", "b"], "t": [0, 0], "h": [10, 10], "spearman": [s, s + 0.5],
+                      "spearman_shuffled_z": [0.0, 0.0]}).to_parquet(rep / "rla_temporal_progression.parquet")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "multi_seed.py"), "--seeds", "0", "1",
+                           "--data-root", str(tmp_path), "--summarise-only"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    wm = pd.read_csv(tmp_path / "seeds" / "summary_wm_prediction_table.csv").set_index("robot")
+    assert wm.loc["panda", "vs_copy_mean"] == pytest.approx(0.85) and wm.loc["panda_stick", "vs_copy_std"] == 0.0
+    prog = pd.read_csv(tmp_path / "seeds" / "summary_rla_temporal_progression.csv")
+    assert prog["spearman_mean"].item() == pytest.approx(0.75)  # seed means 0.25 and 1.25
+    assert prog["rows_mean"].item() == 2 and prog["seeds"].item() == 2
