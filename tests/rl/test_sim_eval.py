@@ -47,6 +47,7 @@ class _ReplayPolicy:
         from types import SimpleNamespace
 
         self.actions, self.pos, self.advance = actions, 0, executed or chunk
+        self.seen = {}  # step -> the frame the loop showed the policy there
         self.config = SimpleNamespace(chunk=chunk, action_dim=actions.shape[1], proprio_dim=0, num_tasks=0)
 
     def cpu(self):
@@ -56,6 +57,7 @@ class _ReplayPolicy:
         return self
 
     def act(self, obs, proprio=None, task=None):
+        self.seen[self.pos] = obs[0].numpy().copy()
         out = self.actions[self.pos:self.pos + self.config.chunk]
         if len(out) < self.config.chunk:  # past the recording: hold still
             out = np.concatenate([out, np.zeros((self.config.chunk - len(out), self.actions.shape[1]), np.float32)])
@@ -69,7 +71,8 @@ def test_a_demo_s_stored_actions_replayed_through_the_evaluation_loop_succeed(tm
     episode_actions reads them) executed by evaluate_in_sim from the demo's seed reach the task's success, with
     chunks of 8 executed 4 at a time (receding horizon) too. A mismatch between the ingestion and evaluation envs
     (controller, seed handling, leftover state, success flag) would fail it; a policy that does nothing must not
-    succeed from the same seed."""
+    succeed from the same seed. And the frames the loop shows the policy are, bit for bit, the stored training
+    frames of those steps (lossless storage, recipe 4; lossy yuv420p storage was ~4 grey levels off)."""
     from rla_pipeline.episodes.format import EpisodeStore, episode_actions
     from rla_pipeline.episodes.sources.maniskill import SimulationConfig, simulate_episodes
     from rla_pipeline.sim import vulkan
@@ -86,11 +89,14 @@ def test_a_demo_s_stored_actions_replayed_through_the_evaluation_loop_succeed(tm
     meta = store.read_meta(eid)
     actions = episode_actions(store.read_steps(eid))[:-1]  # the last row is the never-executed hold action
     cfg = SimEvalConfig(image_size=48, control_mode=sim.control_mode, max_steps=50)
+    stored = store.read_frames(eid)
     for execute in (None, 4):
         cfg.execute_steps = execute
-        row = evaluate_in_sim("image", _ReplayPolicy(actions, 8, execute), "PullCube-v1", 1, [meta.seed], cfg).iloc[0]
+        replay = _ReplayPolicy(actions, 8, execute)
+        row = evaluate_in_sim("image", replay, "PullCube-v1", 1, [meta.seed], cfg).iloc[0]
         assert row["success"], (execute, row.to_dict())
         assert row["steps"] <= len(actions)
+        assert len(replay.seen) >= 2 and all(np.array_equal(f, stored[t]) for t, f in replay.seen.items())
     still = evaluate_in_sim("image", _ReplayPolicy(np.zeros_like(actions), chunk=8), "PullCube-v1", 1, [meta.seed],
                             cfg).iloc[0]
     assert not still["success"]

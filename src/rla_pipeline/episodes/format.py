@@ -449,8 +449,11 @@ class EpisodeStore:
         return df
 
     # ---- writing -----------------------------------------------------------------------------------
-    def write(self, ep: Episode, overwrite: bool = True, crf: int = 15) -> Path:
+    def write(self, ep: Episode, overwrite: bool = True, crf: int = 15, lossless: bool = False) -> Path:
         """Validate and write an episode atomically; returns its folder.
+
+        Videos: H.264 at ``crf`` (yuv420p), or ``lossless`` (RGB, decoded frames exact: what simulator episodes use,
+        so that training frames are the pixels a policy sees in the simulator; imports stay lossy, their sources are).
 
         An existing episode with the same id is replaced when ``overwrite`` (a re-generation); with
         ``overwrite=False`` an id clash raises EpisodeError ("duplicate episode id").
@@ -464,7 +467,8 @@ class EpisodeStore:
         with atomic_dir(final) as tmp:
             (tmp / "videos").mkdir()
             for cam, frames in ep.frames.items():
-                encode_video(np.asarray(frames), tmp / "videos" / f"{cam}.mp4", fps=meta.fps, crf=crf)
+                encode_video(np.asarray(frames), tmp / "videos" / f"{cam}.mp4", fps=meta.fps, crf=crf,
+                             lossless=lossless)
             if meta.has_mask and ep.masks:
                 (tmp / "masks").mkdir()
                 for cam, m in ep.masks.items():

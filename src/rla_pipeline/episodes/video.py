@@ -30,10 +30,15 @@ def encode_video(
     codec: str = "libx264",
     crf: int = 15,
     preset: str = "medium",
+    lossless: bool = False,
 ) -> Path:
     """Write ``frames`` uint8 (T, H, W, 3) as an mp4 at ``path`` (atomically).
 
     H.264 with yuv420p needs even sizes; odd sizes fall back to yuv444p (still decodable by FFmpeg).
+    ``lossless``: H.264 in RGB at crf 0 (x264's ``libx264rgb``; decoded frames equal ``frames`` bit for bit, about
+    2.5x the bytes of crf 15 yuv420p). Simulator episodes are stored so: at 64-128 px, yuv420p's chroma
+    subsampling changed a frame by ~4 grey levels on average, four times what one simulator step changes, so
+    policies trained on decoded frames met different pixels in the simulator (docs/simulation.md).
     x264 is deterministic: the same frames give the same bytes.
     """
     import av
@@ -45,6 +50,8 @@ def encode_video(
         raise ValueError(f"{path}: no frames to encode")
     t, h, w, _ = frames.shape
     pix_fmt = "yuv420p" if (h % 2 == 0 and w % 2 == 0) else "yuv444p"
+    if lossless:
+        codec, pix_fmt, crf = "libx264rgb", "rgb24", 0
     path = Path(path)
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
@@ -52,7 +59,7 @@ def encode_video(
 
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
             stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
-            if codec == "libx264":
+            if codec in ("libx264", "libx264rgb"):
                 stream.options = {"crf": str(crf), "preset": preset}
             for i in range(t):
                 frame = av.VideoFrame.from_ndarray(frames[i], format="rgb24")

@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: Bump when a change in the simulation code changes the episodes it makes (forces re-generation).
 # 2: Panda-stick actions padded to the Panda's 4-wide layout (sim/envs.py); 3: the scene is rebuilt on every reset
-# (SimEnvConfig.fresh_reset: an episode no longer depends on the episodes simulated before it in the same env)
-SIM_RECIPE_VERSION = "maniskill-sim/3"
+# (SimEnvConfig.fresh_reset: an episode no longer depends on the episodes simulated before it in the same env);
+# 4: videos stored lossless (the decoded frames are the rendered ones, the pixels policies see in evaluation)
+SIM_RECIPE_VERSION = "maniskill-sim/4"
 KIND_SEED_BASE = {"demo": 0, "actionless": 1_000_000, "play": 2_000_000}
 SEEDS_PER_CONFIG_SEED = 10_000
 REJECTED_DIR = ".sim_rejected"
@@ -387,7 +388,7 @@ def _simulate_task(cfg: SimulationConfig, kind: str, task: str, store: EpisodeSt
                 rows.append(dict(row, success=False, kept=False, status="skipped", reason=reason,
                                  num_frames=num_frames))
                 continue
-            store.write(episode)
+            store.write(episode, lossless=True)  # training frames = the rendered pixels evaluation feeds policies
             rows.append(dict(row, success=bool(episode.meta.success), kept=True, status="written", reason="",
                              num_frames=num_frames))
             kept += 1
