@@ -4,8 +4,9 @@
 
 Each seed runs in its own data root ``<data>/seeds/seed_<s>`` (RLA_DATA_ROOT) whose 01-04 folders (episodes,
 episode index, DINO cache) are links to the shared ones, so only the models and tables differ; run ingestion and
-features once first (``make run PIPELINE=features``). ``--params seed=<s>`` reaches every trainer, sample and
-evaluation seed. Summaries (``across_seeds``: mean, std, min, max per row) go to ``<data>/seeds/summary_<table>.csv``.
+features once first (``make run PIPELINE=features``), or after a whole ``make run`` (seed 0) pass
+``--default-run-is-seed 0`` so that run's tables count as seed 0 instead of running it again.
+``--params seed=<s>`` reaches every trainer, sample and evaluation seed. Summaries (``across_seeds``: mean, std, min, max per row) go to ``<data>/seeds/summary_<table>.csv``.
 """
 from __future__ import annotations
 
@@ -31,10 +32,19 @@ def main(argv=None) -> int:
     ap.add_argument("--pipelines", nargs="+", default=list(DEFAULT_PIPELINES))
     ap.add_argument("--data-root", default=os.environ.get("RLA_DATA_ROOT", "data"))
     ap.add_argument("--summarise-only", action="store_true")
+    ap.add_argument("--default-run-is-seed", type=int, default=None, metavar="S",
+                    help="the finished default run in <data> (make run: seed S, same code and parameters) counts as "
+                         "seed S: its tables are read from <data>/08_reporting and S is not run again")
     a = ap.parse_args(argv)
     data = Path(a.data_root).resolve()
     kedro = str(Path(sys.executable).with_name("kedro"))
+
+    def reporting(s: int) -> Path:
+        return data / "08_reporting" if s == a.default_run_is_seed else data / "seeds" / f"seed_{s}" / "08_reporting"
+
     for s in a.seeds:
+        if s == a.default_run_is_seed:
+            continue
         root = data / "seeds" / f"seed_{s}"
         root.mkdir(parents=True, exist_ok=True)
         for name in SHARED:
@@ -48,12 +58,12 @@ def main(argv=None) -> int:
             print("+", " ".join(cmd), f"(RLA_DATA_ROOT={root})", flush=True)
             subprocess.run(cmd, check=True, env={**os.environ, "RLA_DATA_ROOT": str(root)})
     for table, keys in TABLE_KEYS.items():
-        found = {s: pd.read_parquet(f) for s in a.seeds
-                 if (f := data / "seeds" / f"seed_{s}" / "08_reporting" / f"{table}.parquet").exists()}
+        found = {s: pd.read_parquet(f) for s in a.seeds if (f := reporting(s) / f"{table}.parquet").exists()}
         if table in PER_SEED_MEAN:
             found = {s: summarise_seed(t, keys) for s, t in found.items()}
         if found:
             out = data / "seeds" / f"summary_{table}.csv"
+            out.parent.mkdir(parents=True, exist_ok=True)
             across_seeds(found, keys).to_csv(out, index=False)
             print(f"{table}: {len(found)} seeds -> {out}")
     return 0

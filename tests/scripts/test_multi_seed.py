@@ -30,3 +30,19 @@ def test_summaries_keep_robots_apart_and_average_per_episode_rows_per_seed_first
     prog = pd.read_csv(tmp_path / "seeds" / "summary_rla_temporal_progression.csv")
     assert prog["spearman_mean"].item() == pytest.approx(0.75)  # seed means 0.25 and 1.25
     assert prog["rows_mean"].item() == 2 and prog["seeds"].item() == 2
+
+
+def test_the_default_run_counts_as_a_seed_without_running_it_again(tmp_path):
+    """--default-run-is-seed 0: <data>/08_reporting is seed 0's table; no kedro run is started for it (with
+    --summarise-only absent, seed 0 would otherwise be run: here only seed 0 is asked for, so nothing runs)."""
+    rep = tmp_path / "08_reporting"
+    rep.mkdir()
+    pd.DataFrame({"split": ["val"], "h": [5], "ratio": [0.8]}).to_parquet(rep / "rla_metrics.parquet")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "multi_seed.py"), "--seeds", "0",
+                           "--data-root", str(tmp_path), "--default-run-is-seed", "0"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "kedro" not in proc.stdout  # nothing was run
+    out = pd.read_csv(tmp_path / "seeds" / "summary_rla_metrics.csv")
+    assert out["ratio_mean"].item() == pytest.approx(0.8) and out["seeds"].item() == 1
