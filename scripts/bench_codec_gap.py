@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     from rla_pipeline.episodes.format import EpisodeStore, episode_actions
     from rla_pipeline.episodes.sources.maniskill import SimulationConfig, simulate_episodes
     from rla_pipeline.episodes.video import encode_video, iter_video_frames
-    from rla_pipeline.rl.sim_eval import SimEvalConfig, _make_eval_env
+    from rla_pipeline.rl.sim_eval import SimEvalConfig, render_actions
 
     tmp = Path(tempfile.mkdtemp(prefix="codec_gap_"))
     store = EpisodeStore(tmp / "episodes")
@@ -35,16 +35,7 @@ def main(argv=None) -> int:
     rows = simulate_episodes(sim, "demo", store, progress=False)
     eid = rows.loc[rows["kept"], "episode_id"].item()
     meta, actions = store.read_meta(eid), episode_actions(store.read_steps(eid))
-    env = _make_eval_env(a.task, SimEvalConfig(image_size=a.image_size))
-    try:
-        frame = env.reset(seed=int(meta.seed))
-        rendered = [frame.rgb]
-        for action in actions[:-1]:
-            frame, *_ = env.step(action)
-            rendered.append(frame.rgb)
-    finally:
-        env.close()
-    rendered = np.stack(rendered)
+    rendered = render_actions(a.task, meta.seed, actions[:-1], SimEvalConfig(image_size=a.image_size))
     step_change = np.abs(np.diff(rendered.astype(np.float32), axis=0)).mean()
     print(f"\n{a.task}, {len(rendered)} frames at {a.image_size} px (demo seed {meta.seed}); one simulator step "
           f"changes a frame by {step_change:.2f} grey levels on average\n")

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from rla_pipeline.episodes.format import EpisodeStore, episode_actions
     from rla_pipeline.episodes.sources.maniskill import SimulationConfig, simulate_episodes
-    from rla_pipeline.rl.sim_eval import SimEvalConfig, _make_eval_env, evaluate_in_sim
+    from rla_pipeline.rl.sim_eval import SimEvalConfig, evaluate_in_sim, render_actions
     from rla_pipeline.stages.bc import train_bc_policy
 
     out = Path(a.out or tempfile.mkdtemp(prefix="bc_memorise_"))
@@ -54,15 +54,7 @@ def main(argv=None) -> int:
                               SimEvalConfig(image_size=64, execute_steps=execute)).iloc[0]
         print(f"executing {execute} of 8 per chunk from the demo's seed: success={row['success']} steps={row['steps']}")
     stored, actions = store.read_frames(eid), episode_actions(store.read_steps(eid))
-    env = _make_eval_env(a.task, SimEvalConfig(image_size=64))
-    try:
-        frame = env.reset(seed=int(meta.seed))
-        rendered = [frame.rgb]
-        for act in actions[:-2]:
-            frame, *_ = env.step(act)
-            rendered.append(frame.rgb)
-    finally:
-        env.close()
+    rendered = render_actions(a.task, meta.seed, actions[:-2], SimEvalConfig(image_size=64))
     err = {"stored": [], "rendered": []}
     policy.eval()
     with torch.no_grad():

@@ -100,6 +100,21 @@ def _make_eval_env(task: str, cfg: SimEvalConfig):
                                  with_mask=cfg.with_mask or cfg.mask_images, max_episode_steps=cfg.max_steps))
 
 
+def render_actions(task: str, seed: int, actions, cfg: SimEvalConfig | None = None) -> np.ndarray:
+    """The frames the evaluation env renders from ``reset(seed)`` while executing ``actions`` open loop: uint8
+    (len(actions) + 1, S, S, 3), the first observation then one frame per action (a stored episode's layout)."""
+    env = _make_eval_env(task, cfg or SimEvalConfig())
+    try:
+        frame = env.reset(seed=int(seed))
+        frames = [frame.rgb]
+        for action in actions:
+            frame, *_ = env.step(action)
+            frames.append(frame.rgb)
+    finally:
+        env.close()
+    return np.stack(frames)
+
+
 def _check_action_dim(env, policy, task: str, cfg: SimEvalConfig) -> None:
     if env.action_dim != policy.config.action_dim:
         raise ValueError(f"{task}: env actions are {env.action_dim}-D ({cfg.control_mode}), "
