@@ -195,3 +195,68 @@ def test_bc_and_bc_rla_see_the_same_labelled_batches_with_actionless_added(data)
             assert torch.equal(a["image"][0], b["image"][0]) and torch.equal(a["actions"][0], b["actions"][0])
             assert bool(b["action_mask"][0].any()) and not bool(b["action_mask"][1:].any())
             assert bool(b["has_z"].all())
+
+
+def test_bc_rla_with_latent_weight_zero_trains_exactly_as_bc(data):
+    """The control that separates implementation from method: with the latent loss off, BC+RLA's extra frames must
+    change nothing (no BatchNorm statistics from actionless frames, no shared random-shift stream), so every
+    weight but the unused latent head equals BC's after training on the same seed."""
+    store, index, cache, rla, _ = data
+    d = {"episodes": EPISODES, "policy": {"image_size": 32, "hidden": 16, "chunk": 4},
+         "trainer": {**TRAINER, "max_steps": 4}, "actionless_per_labelled": 2,
+         "loss": {"latent_l1_weight": 0.0, "latent_mse_weight": 0.0, "random_shift": 2}}
+    cfg = ActionlessBCConfig.from_dict(d)
+    bc, _ = train_bc_policy(store, index, TASKS, cfg, seed=0, device="cpu", run_name="bc")
+    bc_rla, _ = train_bc_policy(store, index, TASKS, cfg, seed=0, device="cpu", run_name="bc_rla", cache=cache,
+                                rla=rla)
+    sd_rla = bc_rla.state_dict()
+    for k, v in bc.state_dict().items():
+        assert torch.equal(v, sd_rla[k]), k  # incl. BatchNorm running statistics
+    # with the latent loss on, the actionless frames train the shared weights but leave BC's BatchNorm statistics
+    cfg_on = ActionlessBCConfig.from_dict({**d, "loss": {"random_shift": 2}})
+    on, _ = train_bc_policy(store, index, TASKS, cfg_on, seed=0, device="cpu", run_name="bc_rla_on", cache=cache,
+                            rla=rla)
+    assert not torch.equal(on.state_dict()["trunk.0.weight"], bc.state_dict()["trunk.0.weight"])
+
+
+def test_actionless_frames_do_not_move_batchnorm_running_statistics():
+    from rla_pipeline.models.policy import BCResNetConfig
+    from rla_pipeline.stages.bc import batchnorm_stats_frozen
+
+    torch.manual_seed(0)
+    policy = BCResNetPolicy(BCResNetConfig(image_size=32, hidden=8)).train()
+    before = {k: v.clone() for k, v in policy.state_dict().items() if "running_" in k}
+    with batchnorm_stats_frozen(policy):
+        policy.features(torch.randint(0, 255, (4, 32, 32, 3), dtype=torch.uint8))
+    assert all(torch.equal(before[k], policy.state_dict()[k]) for k in before)
+    policy.features(torch.randint(0, 255, (4, 32, 32, 3), dtype=torch.uint8))  # outside: they move as usual
+    assert not all(torch.equal(before[k], policy.state_dict()[k]) for k in before)
+
+
+def test_balanced_tasks_draw_each_task_about_equally():
+    """A long task (PushT's demos are ~5x PullCube's) no longer crowds out a short one: with balancing each task's
+    share of the samples is within one repetition's rounding of 1 / tasks; without, it is its share of frames."""
+    from rla_pipeline.rl.bc import ImageChunkDataset
+
+    def ep(T, task):
+        return {"frames": torch.zeros(T, 8, 8, 3, dtype=torch.uint8), "actions": np.zeros((T, 2), np.float32),
+                "task": task}
+
+    eps = [ep(100, 0), ep(90, 0), ep(20, 1), ep(18, 1), ep(41, 2)]
+    plain = ImageChunkDataset(eps, chunk=2, action_dim=2)
+    balanced = ImageChunkDataset(eps, chunk=2, action_dim=2, balance_tasks=True)
+    share = lambda ds: np.bincount([ds.episodes[i]["task"] for i, _ in ds.items]) / len(ds)  # noqa: E731
+    assert share(plain)[0] > 0.6
+    assert np.all(np.abs(share(balanced) - 1 / 3) < 0.05), share(balanced)
+    assert plain.fingerprint != balanced.fingerprint
+
+
+def test_bc_history_reports_the_mean_chunk_check(data):
+    """Each BC run logs its validation action error beside a per-task mean-chunk predictor's."""
+    store, index, _, _, _ = data
+    cfg = ActionlessBCConfig.from_dict({"episodes": EPISODES, "policy": {"image_size": 32, "hidden": 16, "chunk": 4},
+                                        "trainer": TRAINER})
+    _, hist = train_bc_policy(store, index, TASKS, cfg, seed=0, device="cpu", run_name="bc")
+    row = hist[hist["split"] == "mean_chunk_check"].iloc[0]
+    assert row["val_action_mse_mean_chunk"] > 0 and np.isfinite(row["val_action_mse_policy"])
+    assert row["val_action_mse_ratio"] == pytest.approx(row["val_action_mse_policy"] / row["val_action_mse_mean_chunk"])

@@ -89,13 +89,16 @@ class ImageChunkDataset(Dataset):
 
     Episodes are given as dicts: ``frames`` uint8 (T,S,S,3), ``actions`` float32 (T,A) | None, ``z`` (T,K,d) | None,
     ``proprio`` (T,P) | None, ``task`` int. Every ``stride``-th frame is a sample. Labelled frames are repeated so
-    that they are at least ``labelled_fraction`` of the samples (the trainer samples uniformly).
+    that they are at least ``labelled_fraction`` of the samples (the trainer samples uniformly). With
+    ``balance_tasks`` every task's frames are repeated to about the count of the task with the most frames
+    (:func:`balance_by_task`), so a uniform sampler draws each task about equally often whatever its episode lengths.
     Item: ``image`` uint8 (S,S,3), ``actions`` (H,A), ``action_mask`` bool (H,) (all False when unlabelled),
     ``z`` (K,d) (zeros when absent), ``has_z`` bool, ``task`` long, ``proprio`` (P,) (zeros when absent).
     """
 
     def __init__(self, episodes: list[dict], chunk: int, action_dim: int, stride: int = 1,
-                 labelled_fraction: float = 0.0, latent_shape: tuple[int, int] | None = None, proprio_dim: int = 0):
+                 labelled_fraction: float = 0.0, latent_shape: tuple[int, int] | None = None, proprio_dim: int = 0,
+                 balance_tasks: bool = False):
         if not episodes:
             raise ValueError("ImageChunkDataset needs at least one episode")
         self.episodes = []
@@ -109,13 +112,15 @@ class ImageChunkDataset(Dataset):
             self.episodes.append(e)
         self.chunk, self.action_dim, self.proprio_dim = chunk, action_dim, proprio_dim
         self.fingerprint = nested_digest(
-            episodes, [chunk, action_dim, stride, labelled_fraction, latent_shape, proprio_dim])
+            episodes, [chunk, action_dim, stride, labelled_fraction, latent_shape, proprio_dim, balance_tasks])
         self.latent_shape = latent_shape or (1, 1)
         lab = [(i, t) for i, e in enumerate(self.episodes) if "chunks" in e for t in range(0, e["T"], stride)]
         unl = [(i, t) for i, e in enumerate(self.episodes) if "chunks" not in e for t in range(0, e["T"], stride)]
         reps = 1
         if lab and unl and labelled_fraction > 0:
             reps = max(1, int(np.ceil(labelled_fraction * len(unl) / ((1 - labelled_fraction) * len(lab)))))
+        if balance_tasks:
+            lab, unl = balance_by_task(lab, self.episodes), balance_by_task(unl, self.episodes)
         self.items = lab * reps + unl
         self.num_labelled, self.num_unlabelled = len(lab), len(unl)
 
@@ -136,6 +141,21 @@ class ImageChunkDataset(Dataset):
         return {"image": e["frames"][t], "actions": actions, "action_mask": mask, "z": z,
                 "has_z": torch.tensor(e["z"] is not None), "task": torch.tensor(e["task"], dtype=torch.long),
                 "proprio": proprio}
+
+
+def balance_by_task(items: list[tuple[int, int]], episodes: list[dict]) -> list[tuple[int, int]]:
+    """(episode, frame) items -> the same items with each task's repeated round(max count / its count) times
+    (at least once), in the original order within a task: equal task shares to within one repetition's rounding."""
+    by_task: dict[int, list[tuple[int, int]]] = {}
+    for it in items:
+        by_task.setdefault(int(episodes[it[0]]["task"]), []).append(it)
+    if len(by_task) < 2:
+        return list(items)
+    most = max(len(v) for v in by_task.values())
+    out: list[tuple[int, int]] = []
+    for task in sorted(by_task):
+        out += by_task[task] * max(1, int(round(most / len(by_task[task]))))
+    return out
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -172,7 +192,10 @@ class BCLoss:
     def from_dict(cls, d: dict | None) -> "BCLoss":
         return from_dict(cls, d, where="BCLoss")
 
-    def __call__(self, model, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, model, batch: dict, extra_latent: tuple[torch.Tensor, dict] | None = None
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``extra_latent``: (features (M, F), batch) of further frames that add latent loss only (BC+RLA's
+        actionless frames, passed through the policy by the caller); their z targets join the labelled ones'."""
         images = batch["image"]
         if model.training and self.random_shift > 0:
             images = random_shift(images.cpu(), self.random_shift).to(images.device)
@@ -188,13 +211,15 @@ class BCLoss:
             loss = loss + action
             metrics["action_loss"] = float(action.detach())
             metrics["action_mse"] = float(_masked_action_loss(pred.detach(), batch["actions"], mask, "mse"))
-        has_z = batch["has_z"]
-        if model.latent_head is not None and (self.latent_l1_weight > 0 or self.latent_mse_weight > 0) and bool(has_z.any()):
-            zp = model.latent_from_features(feats[has_z])
-            zt = batch["z"][has_z].to(zp.dtype)
-            l1, mse = F.l1_loss(zp, zt), F.mse_loss(zp, zt)
-            loss = loss + self.latent_l1_weight * l1 + self.latent_mse_weight * mse
-            metrics["latent_l1"], metrics["latent_mse"] = float(l1.detach()), float(mse.detach())
+        if model.latent_head is not None and (self.latent_l1_weight > 0 or self.latent_mse_weight > 0):
+            parts = [(feats, batch)] + ([extra_latent] if extra_latent is not None else [])
+            zp = [model.latent_from_features(f[b["has_z"]]) for f, b in parts if bool(b["has_z"].any())]
+            if zp:
+                zp = torch.cat(zp)
+                zt = torch.cat([b["z"][b["has_z"]] for f, b in parts if bool(b["has_z"].any())]).to(zp.dtype)
+                l1, mse = F.l1_loss(zp, zt), F.mse_loss(zp, zt)
+                loss = loss + self.latent_l1_weight * l1 + self.latent_mse_weight * mse
+                metrics["latent_l1"], metrics["latent_mse"] = float(l1.detach()), float(mse.detach())
         metrics["loss"] = float(loss.detach())
         return loss, metrics
 

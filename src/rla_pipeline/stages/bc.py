@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from rla_pipeline.episodes.format import episode_actions
@@ -36,7 +38,9 @@ class ActionlessBCConfig:
     data and the RLA); loss (BCLoss; latent weights: paper 0.05 L1 + 0.05 MSE); trainer (TrainerConfig fields
     but run_name/seed/device/checkpoint_dir); actionless_per_labelled (BC+RLA: actionless frames added to each
     labelled one, so a batch of B labelled frames carries B * k actionless ones on top); use_mask (multiply frames
-    by the foreground mask; then evaluation.sim.mask_images)."""
+    by the foreground mask; then evaluation.sim.mask_images); balance_tasks (each task's frames repeated so every
+    task is drawn about equally often: without it a task's share is its share of the frames, and the long tasks
+    (PushT's demos are ~5x PullCube's) crowd out the short ones)."""
 
     episodes: EpisodeChoiceConfig = field(default_factory=EpisodeChoiceConfig)
     policy: BCResNetConfig = field(default_factory=BCResNetConfig)
@@ -44,6 +48,7 @@ class ActionlessBCConfig:
     trainer: dict[str, Any] = field(default_factory=dict)
     actionless_per_labelled: int = 1
     use_mask: bool = False
+    balance_tasks: bool = True
 
     def __post_init__(self) -> None:
         self.trainer = check_trainer_block(self.trainer, "actionless_bc.trainer")
@@ -59,16 +64,20 @@ class LabelledPlusActionless(Dataset):
     """Item i = labelled item i, then ``extra`` actionless items, stacked on a leading group axis (1 + extra, ...).
 
     The length is the labelled set's, so the trainer's sampler (seeded, over len(dataset)) picks the same labelled
-    frames in the same order whatever ``extra`` is; the actionless ones are drawn from (seed, epoch, i).
+    frames in the same order whatever ``extra`` is; the actionless ones are drawn from (seed, epoch, i), and so are
+    their random-shift offsets (``shift`` px, applied here): the loss shifts the labelled frames only, from the
+    global torch RNG, exactly as it does for BC, so adding actionless frames changes nothing BC's frames see.
     """
 
-    def __init__(self, labelled: ImageChunkDataset, actionless: ImageChunkDataset | None, extra: int, seed: int):
+    def __init__(self, labelled: ImageChunkDataset, actionless: ImageChunkDataset | None, extra: int, seed: int,
+                 shift: int = 0):
         if extra and actionless is None:
             raise ValueError("actionless samples requested but there are no actionless episodes")
         self.labelled, self.actionless, self.extra, self.seed, self.epoch = labelled, actionless, extra, seed, 0
+        self.shift = int(shift)
         # the trainer's checkpoint/data key: everything that decides what the items are
         self.fingerprint = "|".join([labelled.fingerprint, getattr(actionless, "fingerprint", "none"),
-                                     str(extra), str(seed)])
+                                     str(extra), str(seed), f"shift{self.shift}"])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -76,26 +85,76 @@ class LabelledPlusActionless(Dataset):
     def __len__(self) -> int:
         return len(self.labelled)
 
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
     def extra_indices(self, index: int) -> list[int]:
         if not self.extra:
             return []
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        return rng.integers(0, len(self.actionless), size=self.extra).tolist()
+        return self._rng(index).integers(0, len(self.actionless), size=self.extra).tolist()
 
     def __getitem__(self, index: int) -> dict:
-        items = [self.labelled[index]] + [self.actionless[j] for j in self.extra_indices(index)]
+        items = [self.labelled[index]]
+        if self.extra:
+            rng = self._rng(index)
+            picks = rng.integers(0, len(self.actionless), size=self.extra).tolist()  # = extra_indices(index)
+            offsets = rng.integers(0, 2 * self.shift + 1, size=(self.extra, 2))
+            for j, (ox, oy) in zip(picks, offsets):
+                it = dict(self.actionless[j])
+                it["image"] = shift_image(it["image"], self.shift, int(ox), int(oy))
+                items.append(it)
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def shift_image(image: torch.Tensor, pad: int, ox: int, oy: int) -> torch.Tensor:
+    """One uint8 (H, W, 3) frame replicate-padded by ``pad`` px and cropped back at offset (ox, oy) in [0, 2 pad]:
+    :func:`rla_pipeline.rl.bc.random_shift` with given offsets."""
+    if pad <= 0:
+        return image
+    H, W, _ = image.shape
+    x = F.pad(image.permute(2, 0, 1)[None].float(), (pad, pad, pad, pad), mode="replicate")[0]
+    return x[:, oy:oy + H, ox:ox + W].to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
+@contextmanager
+def batchnorm_stats_frozen(model: torch.nn.Module):
+    """BatchNorm layers normalise with the batch's own statistics (train mode) but leave their running statistics
+    unchanged (momentum 0): the actionless frames of BC+RLA shape only the latent loss, never the normalisation
+    BC's frames are evaluated with."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    try:
+        for m in bns:
+            m.momentum = 0.0
+        yield
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
 
 
 @dataclass
 class GroupedBCLoss:
-    """BCLoss over batches of :class:`LabelledPlusActionless` items: (B, G, ...) -> (G * B, ...), labelled first."""
+    """BC (+ RLA latent) loss over batches of :class:`LabelledPlusActionless` items (B, G, ...), group 0 labelled.
+
+    The labelled frames go through ``inner`` (:class:`BCLoss`) exactly as BC's do: same random shift from the
+    global RNG, same BatchNorm batch. The actionless groups (already shifted by the dataset) go through the policy
+    in a second pass with BatchNorm statistics frozen (:func:`batchnorm_stats_frozen`) and add only latent loss;
+    with the latent weights at 0 that pass is skipped, so BC+RLA then trains exactly as BC (tested)."""
 
     inner: BCLoss
 
     def __call__(self, model, batch: dict):
-        flat = {k: v.transpose(0, 1).flatten(0, 1) for k, v in batch.items()}
-        return self.inner(model, flat)
+        labelled = {k: v[:, 0] for k, v in batch.items()}
+        inner = self.inner
+        latent_on = model.latent_head is not None and (inner.latent_l1_weight > 0 or inner.latent_mse_weight > 0)
+        G = next(iter(batch.values())).shape[1]
+        if G == 1 or not latent_on:
+            return inner(model, labelled)
+        extra = {k: v[:, 1:].flatten(0, 1) for k, v in batch.items()}
+        with batchnorm_stats_frozen(model):
+            feats_extra = model.features(extra["image"], extra["proprio"] if model.config.proprio_dim else None,
+                                         extra["task"] if model.config.num_tasks else None)
+        return inner(model, labelled, extra_latent=(feats_extra, extra))
 
 
 def _image_episodes(store, index, eids, tasks, size, use_mask, with_actions, z_of=None) -> list[dict]:
@@ -120,14 +179,15 @@ def bc_datasets(store, index, tasks, cfg: ActionlessBCConfig, sel, pconf, action
     size, e = pconf.image_size, cfg.episodes
     latent_shape = (pconf.latent_tokens, pconf.latent_dim) if with_latent else None
     lab_eps = _image_episodes(store, index, sel.labelled, tasks, size, cfg.use_mask, True, z_of)
-    labelled = ImageChunkDataset(lab_eps, pconf.chunk, action_dim, stride=e.frame_stride, latent_shape=latent_shape)
+    labelled = ImageChunkDataset(lab_eps, pconf.chunk, action_dim, stride=e.frame_stride, latent_shape=latent_shape,
+                                 balance_tasks=cfg.balance_tasks)
     actionless, extra = None, 0
     if with_latent and sel.actionless and cfg.actionless_per_labelled:
         act_eps = _image_episodes(store, index, sel.actionless, tasks, size, cfg.use_mask, False, z_of)
         actionless = ImageChunkDataset(act_eps, pconf.chunk, action_dim, stride=e.frame_stride,
-                                       latent_shape=latent_shape)
+                                       latent_shape=latent_shape, balance_tasks=cfg.balance_tasks)
         extra = cfg.actionless_per_labelled
-    train = LabelledPlusActionless(labelled, actionless, extra, seed)
+    train = LabelledPlusActionless(labelled, actionless, extra, seed, shift=cfg.loss.random_shift)
     val = None
     if sel.val:
         val_eps = _image_episodes(store, index, sel.val, tasks, size, cfg.use_mask, True)
@@ -170,7 +230,62 @@ def train_bc_policy(store, index: pd.DataFrame, tasks: Sequence[str], params, se
     tcfg = trainer_config(cfg.trainer, run_name=run_name, device=device, seed=seed, default_progress=False,
                           checkpoint_dir=checkpoint_dir(checkpoint_root, "actionless_bc", run_name))
     result = train(policy, loss, train_ds, val_ds, tcfg)
-    return result.model, result.history.assign(run=run_name)
+    history = result.history.assign(run=run_name)
+    if val_ds is not None:
+        check = val_action_error_vs_mean_chunk(result.model, train_ds.labelled, val_ds.labelled)
+        logger.info("%s: val action MSE %.4f vs per-task mean chunk %.4f (ratio %.3f; >= 1 = learned nothing "
+                    "beyond the task's average motion)", run_name, check["val_action_mse_policy"],
+                    check["val_action_mse_mean_chunk"], check["val_action_mse_ratio"])
+        from rla_pipeline import tracking
+
+        tracking.log_metrics({f"{run_name}/{k}": v for k, v in check.items()})
+        last = int(history["step"].max()) if "step" in history and len(history) else 0
+        history = pd.concat([history, pd.DataFrame([{"run": run_name, "step": last, "split": "mean_chunk_check",
+                                                     **check}])], ignore_index=True)
+    return result.model, history
+
+
+@torch.no_grad()
+def val_action_error_vs_mean_chunk(policy: BCResNetPolicy, train: ImageChunkDataset, val: ImageChunkDataset,
+                                   batch: int = 128) -> dict[str, float]:
+    """Validation action MSE of ``policy`` beside the per-task mean-chunk predictor's (the average training chunk
+    of the frame's task, the best action-blind guess): a policy that learned nothing from the image scores a ratio
+    near 1 or above. Masked like the training loss; frames in their stored form (no random shift)."""
+    def chunks_by_task(ds: ImageChunkDataset):
+        out: dict[int, list] = {}
+        for e in ds.episodes:
+            if "chunks" in e:
+                out.setdefault(e["task"], []).append((e["chunks"], e["mask"]))
+        return out
+
+    means = {}
+    for task, pairs in chunks_by_task(train).items():
+        c = torch.cat([p[0] for p in pairs])  # (T, H, A)
+        m = torch.cat([p[1] for p in pairs]).to(c.dtype)[..., None]  # (T, H, 1)
+        means[task] = (c * m).sum(0) / m.sum(0).clamp_min(1.0)  # (H, A)
+    policy = policy.eval()
+    err_p = err_m = count = 0.0
+    items = [(i, t) for i, e in enumerate(val.episodes) if "chunks" in e for t in range(e["T"])]
+    for s in range(0, len(items), batch):
+        rows = []
+        for i, t in items[s:s + batch]:
+            e = val.episodes[i]
+            rows.append((e["frames"][t], e["chunks"][t], e["mask"][t], e["task"],
+                         e["proprio"][t, :val.proprio_dim] if val.proprio_dim and e["proprio"] is not None
+                         else torch.zeros(val.proprio_dim)))
+        img = torch.stack([r[0] for r in rows])
+        target = torch.stack([r[1] for r in rows])
+        mask = torch.stack([r[2] for r in rows]).to(target.dtype)[..., None]
+        task = torch.tensor([r[3] for r in rows], dtype=torch.long)
+        proprio = torch.stack([r[4] for r in rows]) if policy.config.proprio_dim else None
+        pred = policy.act(img, proprio=proprio, task=task if policy.config.num_tasks else None).float()
+        mean = torch.stack([means.get(int(k), torch.zeros_like(target[0])) for k in task])
+        err_p += float((((pred - target) ** 2) * mask).sum())
+        err_m += float((((mean - target) ** 2) * mask).sum())
+        count += float(mask.sum()) * target.shape[-1]
+    count = max(count, 1.0)
+    p, m = err_p / count, err_m / count
+    return {"val_action_mse_policy": p, "val_action_mse_mean_chunk": m, "val_action_mse_ratio": p / max(m, 1e-12)}
 
 
 def train_bc(episodes, episode_index: pd.DataFrame, params: dict, tasks: list[str], seed: int, device: str,
