@@ -10,7 +10,6 @@ from rla_pipeline.evaluation.metrics import (
     rollout_action_chunks,
     spearman,
     split_horizon,
-    temporal_progression,
     token_l1,
     world_model_table,
 )
@@ -74,16 +73,6 @@ def test_copy_baseline_error_is_exact():
     assert by_h.loc["2", "rla_l1"] == pytest.approx(2.0)  # the copy model equals the copy baseline
     assert table.ratio.to_list() == pytest.approx([1.0] * len(table))
     assert by_h.loc["2", "pairs"] == len(range(0, 12 - 2, 3))
-
-
-def test_temporal_progression_of_a_perfect_interpolator_is_one():
-    cache = ArrayCache({"e": _linear_episode(T=16)}, {})
-    prog = temporal_progression(InterpolatingRLA(), cache, ["e"], h=10, alphas=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-                                stride=2)
-    assert len(prog) == 3
-    # noise is N(0, std(z)^2) = 0 here (z is constant), so decodes are exactly s_t + a h
-    assert prog.spearman.to_list() == pytest.approx([1.0, 1.0, 1.0])
-    assert prog.nearest.iloc[0] == [0, 2, 4, 6, 8, 10]
 
 
 def test_horizon_chunks_and_action_windows():
@@ -159,22 +148,169 @@ def test_world_model_table_has_intervals_and_reference_difference():
     assert np.isnan(table[table.model == "a"].iloc[0].ref_minus_vs_copy)
 
 
-class ConstantDecoderRLA(InterpolatingRLA):
-    """Ignores z: decodes every latent to s_t. A perfect interpolator's score must beat it; its own is 0."""
+# ---------------------------------------------------------------- issue 19: temporal progression with power
+def _moving_episodes(n=6, T=40, N=4, D=3, seed=0):
+    """Episodes whose tokens drift along their own random direction (unit speed per frame) with small jitter:
+    pairs of different episodes move in unrelated directions."""
+    rng = np.random.default_rng(seed)
+    eps = {}
+    for e in range(n):
+        v = rng.normal(size=(N, D))
+        v /= np.linalg.norm(v)
+        x = rng.normal(size=(N, D)) + np.arange(T)[:, None, None] * v + 0.05 * rng.normal(size=(T, N, D))
+        eps[f"ep{e}"] = x.astype(np.float32)
+    return eps
+
+
+class NoisyLinearRLA(InterpolatingRLA):
+    """decode(s_t, a z + (1 - a) noise) = s_t + a (s_{t+h} - s_t) + (1 - a) noise + a decoder error that depends on
+    s_t only: the walk is a straight line from the noise towards s_{t+h}."""
 
     def decode(self, s_t, z):
-        return s_t.clone()
+        return s_t + z + 0.3 * torch.sin(7.0 * s_t)
 
 
-def test_temporal_progression_prints_a_shuffled_z_control():
-    eps = {"e": _linear_episode(T=16), "f": 3.0 * _linear_episode(T=16)}
+class IgnoresZRLA(InterpolatingRLA):
+    """Decodes without looking at z (its own drift from s_t only): whatever z is mixed in, nothing changes."""
+
+    def decode(self, s_t, z):
+        return s_t + 0.3 * torch.sin(7.0 * s_t)
+
+
+class NonlinearRLA(InterpolatingRLA):
+    """Depends on z nonlinearly, so two different noise vectors would decode differently."""
+
+    def decode(self, s_t, z):
+        return s_t + torch.tanh(z) * 3.0
+
+
+ALPHAS = [i / 10 for i in range(11)]
+
+
+def test_progression_of_a_linear_decoder_is_shown_and_of_a_z_blind_one_is_not():
+    from rla_pipeline.evaluation.metrics import temporal_progression
+
+    eps = _moving_episodes()
     cache = ArrayCache(eps, {})
-    prog = temporal_progression(InterpolatingRLA(), cache, ["e", "f"], h=10, alphas=[0.0, 0.5, 1.0], stride=4)
-    assert "spearman_shuffled_z" in prog.columns and prog.spearman.to_list() == pytest.approx([1.0] * len(prog))
-    # a z from the other episode (3x the motion) overshoots: alpha no longer walks s_t -> s_t+h in step
-    assert prog.spearman_shuffled_z.mean() < prog.spearman.mean()
-    flat = temporal_progression(ConstantDecoderRLA(), cache, ["e", "f"], h=10, alphas=[0.0, 0.5, 1.0], stride=4)
-    assert flat.spearman.to_list() == [0.0] * len(flat) and flat.spearman_shuffled_z.to_list() == [0.0] * len(flat)
+    prog = temporal_progression(NoisyLinearRLA(), cache, sorted(eps), h=10, alphas=ALPHAS, stride=5,
+                                max_pairs=None, donors=8)
+    r = prog.iloc[0]
+    assert r.pairs == 6 * len(range(0, 30, 5)) and r.episodes == 6 and r.donors == 8
+    assert r.progress_at_1 == pytest.approx(1.0, abs=0.1)  # the decode of the true z lands on s_{t+h}
+    assert r.spearman == pytest.approx(1.0)  # progress rises with a on every pair
+    assert r.progress_at_1_diff_ci_low > 0.5 and r.spearman_diff_ci_low > 0.5
+    assert r.progress_at_1_diff_ci_low <= r.progress_at_1_diff <= r.progress_at_1_diff_ci_high
+    assert r.verdict.startswith("shown")
+    assert r.decoder_over_copy < 1.0 and list(r.alphas) == ALPHAS and len(r.progress_curve) == len(ALPHAS)
+
+    blind = temporal_progression(IgnoresZRLA(), cache, sorted(eps), h=10, alphas=ALPHAS, stride=5,
+                                 max_pairs=None, donors=8).iloc[0]
+    assert blind.progress_at_1_diff == pytest.approx(0.0, abs=1e-9) and blind.spearman_diff == pytest.approx(0.0)
+    assert blind.progress_at_1_diff_ci_low == pytest.approx(0.0, abs=1e-9)
+    assert blind.progress_at_1_diff_ci_high == pytest.approx(0.0, abs=1e-9)
+    assert blind.verdict.startswith("not shown") and "includes 0" in blind.verdict
+    assert blind.decoder_over_copy > 0  # printed beside: the power of the check at this h
+
+
+def test_progression_control_uses_the_same_noise_as_the_true_z_and_many_donors():
+    from rla_pipeline.evaluation.metrics import progression_pairs
+
+    eps = _moving_episodes()
+    cache = ArrayCache(eps, {})
+    pp = progression_pairs(NonlinearRLA(), cache, sorted(eps), h=10, alphas=ALPHAS, stride=5, max_pairs=None,
+                           donors=5, seed=3)
+    # at a = 0 the latent is the noise alone: the true z and every donor decode the very same input
+    first = pp.progress.map(lambda p: p[0])
+    assert first.to_list() == pytest.approx(pp.progress_shuffled_z.map(lambda p: p[0]).to_list(), rel=1e-12, abs=1e-12)
+    other_seed = progression_pairs(NonlinearRLA(), cache, sorted(eps), h=10, alphas=ALPHAS, stride=5,
+                                   max_pairs=None, donors=5, seed=4)
+    assert not np.allclose(first, other_seed.progress.map(lambda p: p[0]))  # the noise matters to this decoder
+    assert (pp.donors == 5).all()
+
+
+def test_progression_donors_come_from_other_episodes_without_repeats():
+    from rla_pipeline.evaluation.metrics import _donor_pairs
+
+    eids = ["a"] * 4 + ["b"] * 3 + ["c"] * 2
+    donors = _donor_pairs(eids, 4, np.random.default_rng(0))
+    for i, d in enumerate(donors):
+        assert len(d) == 4 and len(set(d)) == 4 and all(eids[j] != eids[i] for j in d)
+    assert _donor_pairs(["a", "a", "a"], 8, np.random.default_rng(0)) == [[1, 2], [0, 2], [0, 1]]
+
+
+def _pair_table(values: dict[str, list[float]]) -> pd.DataFrame:
+    rows = []
+    for e, vals in values.items():
+        for k, v in enumerate(vals):
+            rows.append({"episode_id": e, "t": k, "h": 10, "motion_sq": 1.0, "decoder_l1": 0.5, "copy_l1": 1.0,
+                         "donors": 3, "progress": [0.0, v], "progress_shuffled_z": [0.0, 0.0], "progress_at_1": v,
+                         "progress_at_1_shuffled_z": 0.0, "spearman": float(np.sign(v)), "spearman_shuffled_z": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_progression_bootstrap_resamples_episodes_not_pairs():
+    from rla_pipeline.evaluation.metrics import episode_draws, progression_summary
+
+    # two episodes progress (+1 on each of 25 pairs), two regress (-1): 100 pairs but only 4 independent units
+    per_pair = _pair_table({"a": [1.0] * 25, "b": [1.0] * 25, "c": [-1.0] * 25, "d": [-1.0] * 25})
+    r = progression_summary(per_pair, [0.0, 1.0], n_boot=2000, seed=0).iloc[0]
+    assert r.progress_at_1_diff == pytest.approx(0.0)
+    # a pair bootstrap would give about +-0.2 here; resampling the 4 episodes gives the whole [-1, 1]
+    assert r.progress_at_1_diff_ci_low == pytest.approx(-1.0) and r.progress_at_1_diff_ci_high == pytest.approx(1.0)
+    counts = episode_draws(4, 2000, 0)
+    means = counts @ np.array([1.0, 1.0, -1.0, -1.0]) / 4
+    assert r.spearman_diff_ci_low == pytest.approx(np.quantile(means, 0.025))
+    assert r.verdict == ("not shown: progress at a=1 interval [-1.000, +1.000] includes 0; "
+                         "Spearman interval [-1.000, +1.000] includes 0")
+    assert r.progress_at_0 == 0.0 and r.decoder_over_copy == pytest.approx(0.5)
+
+
+def test_progression_summary_weights_pairs_by_their_motion_and_needs_two_episodes():
+    from rla_pipeline.evaluation.metrics import progression_summary
+
+    per_pair = _pair_table({"a": [1.0, 1.0], "b": [1.0, 50.0]})
+    per_pair.loc[3, "motion_sq"] = 1e-6  # the near-static pair's wild projection hardly counts
+    r = progression_summary(per_pair, [0.0, 1.0]).iloc[0]
+    assert r.progress_at_1 == pytest.approx(1.0, abs=1e-4)
+    one = progression_summary(_pair_table({"a": [1.0] * 10}), [0.0, 1.0]).iloc[0]
+    assert np.isnan(one.progress_at_1_diff_ci_low) and one.verdict.startswith("not tested")
+
+
+def test_progression_verdict_says_only_what_the_intervals_support():
+    from rla_pipeline.evaluation.metrics import progression_verdict
+
+    assert progression_verdict(0.1, 0.3, 0.2, 0.5, 8).startswith("shown: progress at a=1 interval [+0.100, +0.300]")
+    v = progression_verdict(-0.05, 0.3, 0.2, 0.5, 8)
+    assert v.startswith("not shown: progress at a=1 interval [-0.050, +0.300] includes 0") and "above 0" in v
+    assert "below 0 (the shuffled z scores higher)" in progression_verdict(-0.3, -0.1, -0.5, -0.2, 8)
+    assert progression_verdict(1e-17, 2e-17, 0.2, 0.5, 8).startswith("not shown")  # rounding is not progress
+
+
+def test_progression_table_reads_in_the_report():
+    from rla_pipeline.evaluation.metrics import temporal_progression
+    from rla_pipeline.evaluation.report import build_report, progression_table_view, provenance_from
+
+    eps = _moving_episodes()
+    prog = temporal_progression(NoisyLinearRLA(), ArrayCache(eps, {}), sorted(eps), h=10, alphas=[0.0, 0.5, 1.0],
+                                stride=5, donors=4)
+    view = progression_table_view(prog)
+    assert view["progress a=1: true - shuffled"].iloc[0].count("[") == 1 and view["verdict"].iloc[0] == prog.verdict[0]
+    page = build_report(provenance=provenance_from(None, None, None), rla_temporal_progression=prog)
+    assert prog.verdict[0].split(";")[0] in page and "decoder / copy" in page
+    old = pd.DataFrame({"episode_id": ["a"], "h": [10], "spearman": [0.5]})  # an older run's per-pair table
+    assert progression_table_view(old) is old
+
+
+def test_progression_leaves_out_static_pairs_and_needs_alpha_one():
+    from rla_pipeline.evaluation.metrics import progression_pairs, temporal_progression
+
+    eps = _moving_episodes(n=2, T=20)
+    eps["still"] = np.ones((20, 4, 3), np.float32)
+    cache = ArrayCache(eps, {})
+    pp = progression_pairs(NoisyLinearRLA(), cache, sorted(eps), h=10, alphas=[0.0, 1.0], stride=5)
+    assert "still" not in set(pp.episode_id) and len(pp) == 4
+    with pytest.raises(ValueError, match="1.0"):
+        temporal_progression(NoisyLinearRLA(), cache, sorted(eps), h=10, alphas=[0.0, 0.5], stride=5)
 
 
 def test_world_model_table_equals_the_per_horizon_reference_path():

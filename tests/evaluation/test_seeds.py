@@ -52,3 +52,22 @@ def test_per_episode_rows_are_averaged_per_seed_first_so_the_spread_is_across_se
     assert out["spearman_std"].item() == pytest.approx(1.0)  # seeds 0, 1, 2; not the within-seed spread
     one_row = across_seeds({s: pd.DataFrame({"x": [float(s)]}) for s in (0, 2)}, [])  # e.g. a calibration row
     assert one_row["x_mean"].item() == pytest.approx(1.0) and one_row["seeds"].item() == 2
+
+
+def test_one_row_per_h_progression_tables_summarise_over_seeds_with_the_share_shown():
+    """The progression table is one row per h (numbers, lists, a verdict in words): per-seed summarising leaves it
+    as it is, and across seeds the numeric columns get their spread; ``shown`` becomes the share of seeds."""
+    from rla_pipeline.evaluation.seeds import PER_SEED_MEAN, TABLE_KEYS, summarise_seed
+
+    name = "rla_temporal_progression"
+    tables = {s: pd.DataFrame({"h": [15], "pairs": [64], "progress_at_1_diff": [0.1 * s],
+                               "progress_at_1_diff_ci_low": [0.1 * s - 0.05], "progress_curve": [[0.0, 0.5, 1.0]],
+                               "verdict": ["shown: ..." if s else "not shown: ..."], "shown": [1.0 if s else 0.0]})
+              for s in (0, 1, 2)}
+    assert name in PER_SEED_MEAN
+    per_seed = {s: summarise_seed(t, TABLE_KEYS[name]) for s, t in tables.items()}
+    assert per_seed[2]["progress_at_1_diff"].item() == pytest.approx(0.2) and per_seed[2]["rows"].item() == 1
+    out = across_seeds(per_seed, TABLE_KEYS[name])
+    assert out["progress_at_1_diff_mean"].item() == pytest.approx(0.1)
+    assert out["shown_mean"].item() == pytest.approx(2 / 3) and out["seeds"].item() == 3
+    assert "verdict_mean" not in out.columns and "progress_curve_mean" not in out.columns

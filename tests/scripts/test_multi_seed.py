@@ -32,6 +32,25 @@ def test_summaries_keep_robots_apart_and_average_per_episode_rows_per_seed_first
     assert prog["rows_mean"].item() == 2 and prog["seeds"].item() == 2
 
 
+def test_summaries_of_the_one_row_per_h_progression_table(tmp_path):
+    """The progression table as the rla stage writes it now (one row per h, a verdict in words, list columns)."""
+    for s in (0, 1):
+        rep = tmp_path / "seeds" / f"seed_{s}" / "08_reporting"
+        rep.mkdir(parents=True)
+        pd.DataFrame({"h": [15], "pairs": [64], "episodes": [8], "decoder_over_copy": [0.8],
+                      "progress_at_1_diff": [0.2 + 0.2 * s], "progress_at_1_diff_ci_low": [0.1 * s - 0.05],
+                      "progress_curve": [[0.0, 0.4, 0.8]], "verdict": ["not shown: ..." if s == 0 else "shown: ..."],
+                      "shown": [float(s)]}).to_parquet(rep / "rla_temporal_progression.parquet")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "multi_seed.py"), "--seeds", "0", "1",
+                           "--data-root", str(tmp_path), "--summarise-only"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    prog = pd.read_csv(tmp_path / "seeds" / "summary_rla_temporal_progression.csv")
+    assert prog["progress_at_1_diff_mean"].item() == pytest.approx(0.3)
+    assert prog["shown_mean"].item() == pytest.approx(0.5) and prog["rows_mean"].item() == 1
+
+
 def test_the_default_run_counts_as_a_seed_without_running_it_again(tmp_path):
     """--default-run-is-seed 0: <data>/08_reporting is seed 0's table; no kedro run is started for it (with
     --summarise-only absent, seed 0 would otherwise be run: here only seed 0 is asked for, so nothing runs)."""

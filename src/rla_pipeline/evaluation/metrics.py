@@ -101,50 +101,223 @@ def rla_reconstruction(model, cache, episode_ids: list[str], horizons: list[int]
     return out[cols]
 
 
+# ---------------------------------------------------------------- temporal progression (claim 1.3)
+PROGRESSION_PAIR_COLUMNS = ["episode_id", "t", "h", "motion_sq", "decoder_l1", "copy_l1", "donors", "progress",
+                            "progress_shuffled_z", "progress_at_1", "progress_at_1_shuffled_z", "spearman",
+                            "spearman_shuffled_z"]
+PROGRESSION_COLUMNS = ["h", "pairs", "episodes", "donors", "decoder_l1", "copy_l1", "decoder_over_copy",
+                       "progress_at_0", "progress_at_1", "progress_at_1_ci_low", "progress_at_1_ci_high",
+                       "progress_at_1_shuffled_z", "progress_at_1_diff", "progress_at_1_diff_ci_low",
+                       "progress_at_1_diff_ci_high", "spearman", "spearman_shuffled_z", "spearman_diff",
+                       "spearman_diff_ci_low", "spearman_diff_ci_high", "alphas", "progress_curve",
+                       "progress_curve_shuffled_z", "verdict", "shown"]
+
+
+# progress values are ranked (Spearman) after rounding to this many decimals: decodes that differ only by float32
+# rounding (a decoder that ignores z, batched differently) must tie, not give a random order
+PROGRESS_TIE_DECIMALS = 6
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
+
+
+def _donor_pairs(eids: list[str], donors: int, rng: np.random.Generator) -> list[list[int]]:
+    """Per pair, up to ``donors`` other pairs (without replacement, in index order) whose z is the control: pairs
+    of OTHER episodes; only when there is no other episode, other pairs of the same one."""
+    out = []
+    for i, e in enumerate(eids):
+        pool = [j for j, f in enumerate(eids) if f != e] or [j for j in range(len(eids)) if j != i]
+        k = min(donors, len(pool))
+        out.append(sorted(rng.choice(pool, size=k, replace=False).tolist()) if k else [])
+    return out
+
+
 @torch.no_grad()
-def temporal_progression(model, cache, episode_ids: list[str], h: int, alphas: list[float], stride: int = 4,
-                         max_pairs: int = 64, seed: int = 0) -> pd.DataFrame:
-    """Claim 1.3: decode from a * z + (1 - a) * noise and check that a orders the decoded states in time.
+def progression_pairs(model, cache, episode_ids: list[str], h: int, alphas: list[float], stride: int = 4,
+                      max_pairs: int | None = 64, donors: int = 8, seed: int = 0, batch_size: int = 64
+                      ) -> pd.DataFrame:
+    """Per pair (s_t, s_{t+h}): the progress of decodes along the paper's walk from a noise vector to z.
 
-    For each pair (s_t, s_{t+h}): z = encode(s_t, s_{t+h}); noise ~ N(0, std(z)^2) (z's own scale, fixed per pair);
-    for each a, decode and find the nearest true frame among s_t .. s_{t+h} (token L1); the score of the pair is the
-    Spearman correlation between a and that frame index (1 = a perfectly orders the decoded states).
+    The walk (claim 1.3, the paper's interpolation between a Gaussian noise vector and the RLA): for each a in
+    ``alphas``, z_a = a z + (1 - a) sigma eps, decoded with s_t. eps ~ N(0, I) is drawn ONCE per pair (from a
+    generator seeded with ``seed``, in pair order) and sigma is the std of all the evaluated pairs' true z (one
+    scalar), so the true z and every control z share the very same noise vector: at a = 0 they decode the same
+    latent. The RLA decoder itself is deterministic in eval mode (no dropout, no sampling of its own), so the
+    true-z and control decodes differ only in the z that is mixed in.
 
-    Control (``spearman_shuffled_z``, printed beside): the same procedure with the z of ANOTHER pair (the next pair
-    in the list, from another episode where there is one). Moving from noise towards any in-distribution z may drift
-    the decoded state away from s_t and so "order" frames by itself; the claim holds only where the true z orders
-    clearly better than a shuffled one. NaN when there is a single pair.
-    Columns: episode_id, t, h, spearman, spearman_shuffled_z, nearest (list of indices, 0 = s_t, h = s_{t+h}).
+    Progress coordinate of a decode d: proj(d) = <d - s_t, s_{t+h} - s_t> / |s_{t+h} - s_t|^2 on the FLATTENED
+    (N x D) raw token tensor (one projection per pair, not a mean of per-token projections: tokens that do not
+    move would divide by ~0). 0 = at s_t, 1 = as far along the motion as s_{t+h}; continuous, so there are no ties
+    between adjacent frames and the decoder's error off the motion direction does not enter.
+
+    Control: the same walk, same s_t, same eps, with the z of ``donors`` other pairs (from other episodes, chosen by
+    a generator seeded with ``seed``); the control's numbers are the means over the donors of the per-donor numbers.
+
+    Columns: episode_id, t, h; motion_sq (|s_{t+h} - s_t|^2, the weight of the pair in the summary); decoder_l1 /
+    copy_l1 (token L1 of decode(s_t, z) and of s_t against s_{t+h}); donors (how many); progress /
+    progress_shuffled_z (lists, one value per alpha); progress_at_1 / progress_at_1_shuffled_z (at a = 1);
+    spearman / spearman_shuffled_z (Spearman of the progress, rounded to ``PROGRESS_TIE_DECIMALS``, against a:
+    1 = the walk moves monotonically towards s_{t+h}). Pairs whose two frames are identical (motion_sq == 0: no direction to progress along) are left out.
     """
+    alphas = [float(a) for a in alphas]
+    if len(alphas) < 2 or 1.0 not in alphas:
+        raise ValueError(f"the progression grid needs >= 2 alphas including 1.0, got {alphas}")
     model.eval()
     pairs = spread_pairs(eval_pairs(_frames(cache, episode_ids), [h], stride), sorted(episode_ids), max_pairs)
-    g = torch.Generator().manual_seed(seed)
-    alphas_t = torch.tensor(alphas, dtype=torch.float32)
-    seqs, zs = [], []
-    for eid, t, hh in pairs.itertuples(index=False):
-        seq = torch.from_numpy(np.asarray(cache.tokens(eid)[t : t + hh + 1], dtype=np.float32))  # (h+1, N, D)
-        seqs.append(seq)
-        zs.append(model.encode(seq[:1], seq[-1:]))  # (1, K, d)
+    if pairs.empty:
+        return pd.DataFrame(columns=PROGRESSION_PAIR_COLUMNS)
+    s_t, s_th = _stack(cache, pairs), _stack(cache, pairs, -1)
+    delta = (s_th - s_t).flatten(1).double()  # (P, N*D)
+    motion_sq = (delta ** 2).sum(1)
+    keep = (motion_sq > 0).numpy()
+    pairs, s_t, s_th, delta, motion_sq = (pairs[keep].reset_index(drop=True), s_t[keep], s_th[keep], delta[keep],
+                                          motion_sq[keep])
+    if pairs.empty:
+        return pd.DataFrame(columns=PROGRESSION_PAIR_COLUMNS)
+    dev = _model_device(model)
+    z = torch.cat([model.encode(s_t[i : i + batch_size].to(dev), s_th[i : i + batch_size].to(dev)).float().cpu()
+                   for i in range(0, len(pairs), batch_size)])  # (P, K, d)
+    sigma = float(z.std()) if z.numel() > 1 else 0.0
+    eps = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))  # one noise vector per pair
     eids = pairs["episode_id"].tolist()
-
-    def score(seq, z):
-        noise = torch.randn(z.shape, generator=g) * z.std()
-        z_a = alphas_t[:, None, None] * z + (1 - alphas_t[:, None, None]) * noise  # (A, K, d)
-        dec = model.decode(seq[:1].expand(len(alphas), -1, -1), z_a)  # (A, N, D)
-        dist = (dec[:, None] - seq[None]).abs().flatten(2).mean(-1)  # (A, h+1)
-        nearest = dist.argmin(1).numpy()
-        return spearman(alphas, nearest), nearest
-
+    donor_idx = _donor_pairs(eids, donors, np.random.default_rng(seed))
+    a = torch.tensor(alphas)[:, None, None]  # (A, 1, 1)
+    i1 = alphas.index(1.0)
     rows = []
-    n = len(seqs)
     for i, (eid, t, hh) in enumerate(pairs.itertuples(index=False)):
-        rho, nearest = score(seqs[i], zs[i])
-        # the donor of the control z: the next pair from another episode (else simply the next pair)
-        others = [j for j in range(1, n) if eids[(i + j) % n] != eid]
-        shuffled = score(seqs[i], zs[(i + others[0]) % n] if others else zs[(i + 1) % n])[0] if n > 1 else math.nan
-        rows.append({"episode_id": eid, "t": int(t), "h": int(hh), "spearman": rho, "spearman_shuffled_z": shuffled,
-                     "nearest": nearest.tolist()})
-    return pd.DataFrame(rows, columns=["episode_id", "t", "h", "spearman", "spearman_shuffled_z", "nearest"])
+        lat = z[[i] + donor_idx[i]]  # (1 + k, K, d): the true z first
+        z_a = (a[None] * lat[:, None] + (1 - a[None]) * sigma * eps[i][None, None]).flatten(0, 1)  # ((1+k)*A, K, d)
+        dec = torch.cat([model.decode(s_t[i : i + 1].expand(len(c), -1, -1).to(dev), c.to(dev)).float().cpu()
+                         for c in z_a.split(batch_size)])  # ((1+k)*A, N, D)
+        prog = ((dec - s_t[i]).flatten(1).double() @ delta[i]) / motion_sq[i]
+        prog = prog.view(1 + len(donor_idx[i]), len(alphas)).numpy()  # (1 + k, A)
+        true, ctrl = prog[0], prog[1:]
+        ranked = np.round(prog, PROGRESS_TIE_DECIMALS)  # float rounding of a decoder that ignores z is no order
+        has_ctrl = len(ctrl) > 0
+        rows.append({
+            "episode_id": eid, "t": int(t), "h": int(hh), "motion_sq": float(motion_sq[i]),
+            "decoder_l1": float(token_l1(dec[i1 : i1 + 1], s_th[i : i + 1])[0]),
+            "copy_l1": float(token_l1(s_t[i : i + 1], s_th[i : i + 1])[0]), "donors": len(ctrl),
+            "progress": true.tolist(),
+            "progress_shuffled_z": ctrl.mean(0).tolist() if has_ctrl else [math.nan] * len(alphas),
+            "progress_at_1": float(true[i1]),
+            "progress_at_1_shuffled_z": float(ctrl[:, i1].mean()) if has_ctrl else math.nan,
+            "spearman": spearman(alphas, ranked[0]),
+            "spearman_shuffled_z": float(np.mean([spearman(alphas, c) for c in ranked[1:]])) if has_ctrl else math.nan,
+        })
+    return pd.DataFrame(rows, columns=PROGRESSION_PAIR_COLUMNS)
+
+
+# an interval bound within this of 0 counts as 0: a model that ignores z gives true minus shuffled differences of
+# rounding size (the control is a mean over donors), which must not read as "above 0"
+VERDICT_ZERO_TOL = 1e-9
+
+
+def _interval_words(name: str, lo: float, hi: float) -> str:
+    span = f"[{lo:+.3f}, {hi:+.3f}]"
+    if lo > VERDICT_ZERO_TOL:
+        return f"{name} interval {span} above 0"
+    if hi < -VERDICT_ZERO_TOL:
+        return f"{name} interval {span} below 0 (the shuffled z scores higher)"
+    return f"{name} interval {span} includes 0"
+
+
+def progression_verdict(diff_lo: float, diff_hi: float, rho_lo: float, rho_hi: float, episodes: int) -> str:
+    """The verdict in words, from the two episode-bootstrap intervals of true z minus shuffled z only (progress at
+    a = 1 and Spearman): ``shown: ...`` when both lie above 0, ``not shown: ...`` naming where each interval lies
+    otherwise, ``not tested: ...`` when there is no interval (fewer than 2 episodes)."""
+    if episodes < 2 or not all(np.isfinite([diff_lo, diff_hi, rho_lo, rho_hi])):
+        return f"not tested: {episodes} episode(s) with a control; the episode bootstrap needs >= 2"
+    parts = [_interval_words("progress at a=1", diff_lo, diff_hi), _interval_words("Spearman", rho_lo, rho_hi)]
+    if diff_lo > VERDICT_ZERO_TOL and rho_lo > VERDICT_ZERO_TOL:
+        return "shown: " + "; ".join(parts)
+    return "not shown: " + "; ".join(parts)
+
+
+def progression_summary(per_pair: pd.DataFrame, alphas: list[float], n_boot: int = 1000, seed: int = 0
+                        ) -> pd.DataFrame:
+    """One row per h from :func:`progression_pairs`: the headline numbers, true z minus shuffled z with episode-
+    bootstrap 95% intervals, and a verdict.
+
+    Progress at a = 1 (and the curves) are means over pairs WEIGHTED by motion_sq, i.e. sum of projections over
+    sum of |s_{t+h} - s_t|^2: a pair where almost nothing moves would otherwise put a projection of pure decoder
+    error on a tiny vector into the mean with a huge value. The Spearman numbers are plain means over pairs (each
+    is in [-1, 1]). The intervals resample EPISODES with replacement (:func:`episode_draws`; pairs of one episode
+    share their motion and so are not independent) and recompute the weighted / plain means over the drawn
+    episodes' pairs; fewer than 2 episodes give no interval. Pairs without a control (no donor) are left out.
+
+    Columns: h, pairs, episodes, donors (min per pair), decoder_l1, copy_l1, decoder_over_copy (the power of the
+    check: the decoder must be clearly below copy at this h), progress_at_0 (at a = 0, where true and shuffled z
+    decode the same latent, the shared noise; NaN when 0 is not in the grid), progress_at_1 with _ci_low/_ci_high,
+    progress_at_1_shuffled_z, progress_at_1_diff (true minus shuffled) with _ci_low/_ci_high, spearman,
+    spearman_shuffled_z, spearman_diff (true minus shuffled) with _ci_low/_ci_high, alphas, progress_curve /
+    progress_curve_shuffled_z (weighted mean progress per alpha, lists), verdict (:func:`progression_verdict`)
+    and shown (1 shown, 0 not shown, NaN not tested: averaged over seeds, the share of seeds where it is shown).
+    """
+    alphas = [float(a) for a in alphas]
+    i0 = alphas.index(0.0) if 0.0 in alphas else None
+    rows = []
+    df = per_pair[per_pair["donors"] > 0] if len(per_pair) else per_pair
+    for h, g in df.groupby("h", sort=True):
+        eps = list(dict.fromkeys(g["episode_id"]))
+        w = g["motion_sq"].to_numpy(np.float64)
+        p1, p1s = g["progress_at_1"].to_numpy(np.float64), g["progress_at_1_shuffled_z"].to_numpy(np.float64)
+        rho, rhos = g["spearman"].to_numpy(np.float64), g["spearman_shuffled_z"].to_numpy(np.float64)
+        curve = np.stack(g["progress"].map(np.asarray).to_list())  # (P, A)
+        curve_s = np.stack(g["progress_shuffled_z"].map(np.asarray).to_list())
+        # per-episode sums: weight, weighted progress (true, shuffled), pair count, Spearman (true, shuffled)
+        cols = np.stack([w, w * p1, w * p1s, np.ones_like(w), rho, rhos], 1)
+        sums = pd.DataFrame(cols).groupby(g["episode_id"].to_numpy(), sort=False).sum().loc[eps].to_numpy()
+        point = sums.sum(0)
+        ci = {k: (math.nan, math.nan) for k in ("p1", "diff", "rho")}
+        if len(eps) >= 2:
+            tot = episode_draws(len(eps), n_boot, seed) @ sums  # (n_boot, 6)
+            boot = {"p1": tot[:, 1] / tot[:, 0], "diff": (tot[:, 1] - tot[:, 2]) / tot[:, 0],
+                    "rho": (tot[:, 4] - tot[:, 5]) / tot[:, 3]}
+            ci = {k: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) for k, v in boot.items()}
+        dec, cp = float(g["decoder_l1"].mean()), float(g["copy_l1"].mean())
+        wn = w / w.sum()
+        rows.append({
+            "h": int(h), "pairs": len(g), "episodes": len(eps), "donors": int(g["donors"].min()),
+            "decoder_l1": dec, "copy_l1": cp, "decoder_over_copy": dec / max(cp, 1e-12),
+            "progress_at_0": float(wn @ curve[:, i0]) if i0 is not None else math.nan,
+            "progress_at_1": point[1] / point[0], "progress_at_1_ci_low": ci["p1"][0],
+            "progress_at_1_ci_high": ci["p1"][1], "progress_at_1_shuffled_z": point[2] / point[0],
+            "progress_at_1_diff": (point[1] - point[2]) / point[0], "progress_at_1_diff_ci_low": ci["diff"][0],
+            "progress_at_1_diff_ci_high": ci["diff"][1],
+            "spearman": point[4] / point[3], "spearman_shuffled_z": point[5] / point[3],
+            "spearman_diff": (point[4] - point[5]) / point[3], "spearman_diff_ci_low": ci["rho"][0],
+            "spearman_diff_ci_high": ci["rho"][1],
+            "alphas": alphas, "progress_curve": (wn @ curve).tolist(),
+            "progress_curve_shuffled_z": (wn @ curve_s).tolist(),
+            "verdict": (verdict := progression_verdict(*ci["diff"], *ci["rho"], len(eps))),
+            "shown": 1.0 if verdict.startswith("shown") else 0.0 if verdict.startswith("not shown") else math.nan,
+        })
+    return pd.DataFrame(rows, columns=PROGRESSION_COLUMNS)
+
+
+def temporal_progression(model, cache, episode_ids: list[str], h: int, alphas: list[float], stride: int = 4,
+                         max_pairs: int | None = 64, seed: int = 0, donors: int = 8, n_boot: int = 1000,
+                         batch_size: int = 64) -> pd.DataFrame:
+    """Claim 1.3 with power: does walking from a noise vector to the TRUE z move the decoded state from s_t towards
+    s_{t+h}, further and more monotonically than walking to other pairs' z with the same noise?
+
+    :func:`progression_pairs` (the walk, the continuous progress coordinate, the many-donor control with shared
+    noise) then :func:`progression_summary` (motion-weighted means, episode bootstrap of true minus shuffled,
+    verdict) -> one row per h (columns: see :func:`progression_summary`).
+
+    Choosing h: the check has power only where the decoder is clearly below copy (``decoder_over_copy`` well under
+    1, printed beside the result). Where it is near copy, the decode of the true z is itself little closer to
+    s_{t+h} than s_t is, and the walk's progress is mostly decoder error. The reconstruction ratio falls with h
+    over the trained range (``rla_metrics``), so the default ``rla.eval.progression_h`` is the largest horizon the
+    small RLA trains on (``rla.samples.h_max``); larger h also makes |s_{t+h} - s_t| large against that error.
+    """
+    per_pair = progression_pairs(model, cache, episode_ids, h, alphas, stride, max_pairs, donors, seed, batch_size)
+    return progression_summary(per_pair, alphas, n_boot, seed)
 
 
 # ---------------------------------------------------------------- world models

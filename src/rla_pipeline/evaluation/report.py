@@ -269,6 +269,37 @@ def decoded_table_view(df: pd.DataFrame | None, digits: int = 3) -> pd.DataFrame
     return view
 
 
+def progression_table_view(df: pd.DataFrame | None, digits: int = 3) -> pd.DataFrame | None:
+    """The temporal-progression table (``rla_temporal_progression``, one row per h) compacted for reading: true z,
+    shuffled z and their difference with its ``[low, high]`` episode-bootstrap interval, for progress at a = 1 and
+    for the Spearman of progress against a, beside decoder / copy and the verdict. A table without those columns
+    (e.g. from an older run) is shown as it is."""
+    need = {"h", "progress_at_1", "progress_at_1_diff", "spearman_diff", "verdict"}
+    if df is None or not len(df) or not need <= set(df.columns):
+        return df
+
+    def ci(v: float, lo: float, hi: float) -> str:
+        if v is None or math.isnan(v):
+            return "–"
+        return f"{v:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" if not math.isnan(lo) else f"{v:+.{digits}f}"
+
+    rows = []
+    for _, r in df.iterrows():
+        rows.append({
+            "h": r["h"], "pairs / episodes": f"{int(r['pairs'])} / {int(r['episodes'])}", "donors": r["donors"],
+            "decoder / copy": r["decoder_over_copy"],
+            "progress a=1: true z": ci(r["progress_at_1"], r["progress_at_1_ci_low"], r["progress_at_1_ci_high"]),
+            "progress a=1: shuffled z": f"{r['progress_at_1_shuffled_z']:+.{digits}f}",
+            "progress a=1: true - shuffled": ci(r["progress_at_1_diff"], r["progress_at_1_diff_ci_low"],
+                                                r["progress_at_1_diff_ci_high"]),
+            "Spearman: true z": f"{r['spearman']:+.{digits}f}",
+            "Spearman: shuffled z": f"{r['spearman_shuffled_z']:+.{digits}f}",
+            "Spearman: true - shuffled": ci(r["spearman_diff"], r["spearman_diff_ci_low"], r["spearman_diff_ci_high"]),
+            "verdict": r["verdict"],
+        })
+    return pd.DataFrame(rows)
+
+
 _CSS = """
 body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#222;line-height:1.4}
 h1{margin:0 0 8px}h2{border-bottom:2px solid #ccc;padding-bottom:4px;margin-top:32px}h3{margin-top:20px}
@@ -357,8 +388,15 @@ def build_report(
             "<h3>Reconstruction vs copying s_t</h3>", table_html(rla_metrics, cfg, "reconstruction"),
             "<h3>Generalisation to the held-out task</h3>", table_html(rla_generalisation, cfg, "generalisation"),
             "<h3>Temporal progression</h3>",
-            '<p class="note">spearman_shuffled_z is the control: the same walk with the z of another pair.</p>',
-            table_html(rla_temporal_progression, cfg, "temporal progression"),
+            '<p class="note">Claim 1.3: decoding from a z + (1 - a) noise for a from 0 to 1, the decode\'s progress '
+            "is its projection on s_{t+h} - s_t (0 = s_t, 1 = s_{t+h}; over the flattened tokens, pairs weighted by "
+            "their motion). The control is the same walk, with the same noise, to the z of other pairs (other "
+            "episodes; mean over the donors). Shown: true z minus shuffled z with an episode-bootstrap 95% interval, "
+            "for progress at a = 1 and for the Spearman of progress against a; the verdict says only what the two "
+            "intervals support. decoder / copy: the decoder's token L1 over copy's at this h, the check's power "
+            "(near 1: the decode of the true z is itself barely closer to s_{t+h}).</p>",
+            table_html(progression_table_view(rla_temporal_progression, cfg.float_digits), cfg,
+                       "temporal progression"),
         ]),
         _tuning_section(tuned_shape, cfg),
         _section("data", sections[5][1], table_html(ingestion_summary, cfg, "ingestion summary")),

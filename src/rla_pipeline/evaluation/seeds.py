@@ -22,15 +22,17 @@ TABLE_KEYS = {
     "pixel_decoder_metrics": ["split", "method"],
     "imagined_env_calibration": [],
     "speed_table": ["loop"],
-    # one row per (episode, t): averaged per seed over its rows first (PER_SEED_MEAN), then across seeds
+    # one row per h (progress at a=1 and Spearman, true z minus shuffled z with the seed's own episode-bootstrap
+    # interval and verdict; the verdict text is not averaged). Tables of older runs had one row per (episode, t):
+    # PER_SEED_MEAN averages those per seed first and leaves a one-row-per-h table as it is (rows = 1).
     "rla_temporal_progression": ["h"],
 }
 PER_SEED_MEAN = {"rla_temporal_progression"}
 
 
 def summarise_seed(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """One seed's rows averaged per key (numeric columns; e.g. the per-episode temporal-progression rows -> one row
-    per h, with ``rows`` = how many were averaged)."""
+    """One seed's rows averaged per key (numeric columns; e.g. an older run's per-pair temporal-progression rows ->
+    one row per h, with ``rows`` = how many were averaged; a table already one row per key passes unchanged)."""
     keys = [k for k in keys if k in table.columns]
     num = [c for c in table.select_dtypes("number").columns if c not in keys]
     if not keys:

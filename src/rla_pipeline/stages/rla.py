@@ -38,14 +38,25 @@ class SplitConfig:
 
 @dataclass
 class RLAEvalConfig:
-    """Evaluation: h buckets (frames), pair stride, temporal progression horizon and a grid (alphas)."""
+    """Evaluation: h buckets (frames), pair stride, and the temporal-progression check (claim 1.3,
+    ``evaluation.metrics.temporal_progression``): its horizon (choose one where the decoder is clearly below copy:
+    the table prints ``decoder_over_copy`` beside the verdict), grid of alphas (must include 1.0), pairs, control
+    donors per pair and episode-bootstrap resamples."""
 
     horizons: list[int] = field(default_factory=lambda: [2, 5, 10, 15])
     stride: int = 4
     batch_size: int = 64
-    progression_h: int = 10
+    progression_h: int = 15
     alphas: list[float] = field(default_factory=lambda: [i / 10 for i in range(11)])
     progression_max_pairs: int = 64
+    progression_donors: int = 8
+    progression_n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        if 1.0 not in [float(a) for a in self.alphas] or len(self.alphas) < 2:
+            raise ValueError(f"rla.eval.alphas must hold >= 2 values including 1.0, got {self.alphas}")
+        if self.progression_donors < 1 or self.progression_n_boot < 1:
+            raise ValueError("rla.eval.progression_donors and progression_n_boot must be >= 1")
 
 
 @dataclass
@@ -241,8 +252,9 @@ def train_rla_heldout(feature_cache, episode_splits: pd.DataFrame, episode_index
 def evaluate_rla(rla_model, feature_cache, episode_splits: pd.DataFrame, params: dict, rla_heldout_model=None
                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """-> (rla_metrics on val episodes of seen tasks, rla_generalisation on the held-out task,
-    rla_temporal_progression per pair on val episodes). The generalisation table scores ``rla_heldout_model``
-    (trained without the task); ``rla_model`` has seen it, so it is used there only when no held-out run is given."""
+    rla_temporal_progression on val episodes: one row per h, true z vs shuffled z with episode-bootstrap intervals
+    and a verdict). The generalisation table scores ``rla_heldout_model`` (trained without the task); ``rla_model``
+    has seen it, so it is used there only when no held-out run is given."""
     from rla_pipeline import tracking
     from rla_pipeline.evaluation.metrics import rla_reconstruction, temporal_progression
 
@@ -253,15 +265,23 @@ def evaluate_rla(rla_model, feature_cache, episode_splits: pd.DataFrame, params:
                                 episode_ids(episode_splits, "heldout_task"), e.horizons, e.stride, e.batch_size,
                                 split="heldout_task")
     prog = temporal_progression(rla_model, feature_cache, episode_ids(episode_splits, "val"), e.progression_h, e.alphas,
-                                e.stride, e.progression_max_pairs)
+                                e.stride, e.progression_max_pairs, donors=e.progression_donors,
+                                n_boot=e.progression_n_boot, batch_size=e.batch_size)
     metrics = {}
     for name, table in (("rla_val", seen), ("rla_heldout_task", unseen)):
         for row in table.itertuples():
             metrics[f"{name}.h{row.h}.l1"] = row.rla_l1
             metrics[f"{name}.h{row.h}.copy_l1"] = row.copy_l1
-    if len(prog):
-        metrics["rla_temporal_progression.spearman_mean"] = float(prog["spearman"].mean())
+    verdict = "no pairs"
+    for row in prog.itertuples():
+        for col in ("decoder_over_copy", "progress_at_1", "progress_at_1_diff", "progress_at_1_diff_ci_low",
+                    "progress_at_1_diff_ci_high", "spearman_diff", "spearman_diff_ci_low", "spearman_diff_ci_high"):
+            metrics[f"rla_temporal_progression.h{row.h}.{col}"] = float(getattr(row, col))
+        verdict = f"h={row.h}, decoder/copy {row.decoder_over_copy:.3f}: {row.verdict}"
+        if row.decoder_over_copy > 0.9:
+            logger.warning("temporal progression at h=%s: the decoder is at %.2f of copy there, so the check has "
+                           "little power; choose rla.eval.progression_h where it is clearly below copy",
+                           row.h, row.decoder_over_copy)
     tracking.log_metrics(metrics)
-    logger.info("RLA val:\n%s\nheld-out task:\n%s\nprogression spearman mean: %s", seen, unseen,
-                metrics.get("rla_temporal_progression.spearman_mean"))
+    logger.info("RLA val:\n%s\nheld-out task:\n%s\ntemporal progression: %s", seen, unseen, verdict)
     return seen, unseen, prog
