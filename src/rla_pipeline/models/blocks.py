@@ -144,16 +144,20 @@ class TokenReadout(nn.Module):
     W = 128 < D = 384 that removes two thirds of every token (for a flow model: the noise it must remove there). This
     readout is what every model of this package uses for its token outputs, so all get the same token capacity:
 
-        out = Linear(D', D)(GELU(Linear(W, D')(LN(h)))) + Linear(W, D)(LN(h)) * x_in,     D' = max(W, D)
+        out = Linear(D', D)(GELU(Linear(W, D')(LN(h))))                              D' = max(W, D)
+            [ + Linear(W, D)(LN(h)) * x_in    only with ``gate_input=True`` ]
 
-    - the first term is a hidden layer as wide as the token (nonlinear, so its outputs span all D dims);
-    - the second is a per-dim gate, computed from the stream, on the model's own token input ``x_in`` (the noisy
-      x_t of a flow model, whose velocity outside the data's span is x_t / t; or s_t for a state predictor, where a
-      gate of 1 is copying). Without ``x_in`` the readout is the first term alone.
+    - the first term is a hidden layer as wide as the token (nonlinear, so its outputs span all D dims); it reads
+      the transformer's stream ``h`` and nothing else;
+    - ``gate_input=True`` adds a per-dim gate, computed from the stream, on the model's own token input ``x_in``.
+      Only the flow transformers use it (``x_in`` is the noisy x_t, whose velocity outside the data's span is
+      x_t / t). State predictors (the RLA decoder, the deterministic world model) build it without the gate: a gate
+      on s_t would be a learned copy path, so a "no skip" decoder or a "direct" predictor would not be what its
+      name says. Their residual variants add s_t explicitly, outside the readout.
     Both output layers start at zero (the paper's zero-initialised output layer): an untrained model outputs 0.
     """
 
-    def __init__(self, width: int, out_dim: int, gate_input: bool = True):
+    def __init__(self, width: int, out_dim: int, gate_input: bool = False):
         super().__init__()
         hidden = max(width, out_dim)
         self.norm = nn.LayerNorm(width)
@@ -166,7 +170,9 @@ class TokenReadout(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(self, h: torch.Tensor, x_in: torch.Tensor | None = None) -> torch.Tensor:
-        """h (B, T, W), x_in (B, T, D) (required when built with ``gate_input``) -> (B, T, D)."""
+        """h (B, T, W), x_in (B, T, D) (exactly when built with ``gate_input``) -> (B, T, D)."""
+        if (self.gate is None) != (x_in is None):
+            raise ValueError("TokenReadout: pass x_in exactly when the readout was built with gate_input=True")
         h = self.norm(h)
         out = self.fc2(F.gelu(self.fc1(h)))
         if self.gate is not None:

@@ -3,9 +3,11 @@
 encode(s_t, s_{t+h}) -> z: a transformer over the residual s_{t+h} - s_t (N tokens) plus K learned query tokens
 appended to the sequence; the K query outputs, projected to d dims, are the latent action z (B, K, d).
 decode(s_t, z) -> s_{t+h}: a transformer over [z tokens ; s_t tokens] whose N state outputs predict s_{t+h}
-directly (zero-initialised output layer, no explicit skip connection, as in the paper). The output layer is the
-package's :class:`~rla_pipeline.models.blocks.TokenReadout` (a token-wide hidden layer and a learned per-dim gate on
-s_t), so a decoder narrower than the token still reaches every token dim.
+directly (zero-initialised output layer, no skip connection, as in the paper). The output layer is the package's
+:class:`~rla_pipeline.models.blocks.TokenReadout` without its input gate (a token-wide hidden layer on the
+transformer's outputs only), so a decoder narrower than the token still reaches every token dim, and s_t reaches
+the prediction only as the decoder transformer's input: there is no path that copies it. ``decoder_skip: true``
+(an ablation, not the paper) adds s_t explicitly: the prediction is s_t + the same readout.
 
 Token normalisation: random-init (and real) DINO tokens have per-dim scales far from 1. The model keeps a per-dim
 mean/std (:class:`~rla_pipeline.models.normalise.Normaliser`, set from training data with ``set_token_stats``); both
@@ -41,7 +43,9 @@ class RLAConfig:
     latent_dim: int = 8  # d
     l1_weight: float = 1.0
     mse_weight: float = 1.0
-    decoder_skip: bool = False  # True: decoder predicts s_t + delta (NOT the paper; an option for ablations)
+    # False (the paper): the decoder's outputs predict s_{t+h} with no path copying s_t. True (NOT the paper; an
+    # ablation): s_t + delta, delta from the same readout.
+    decoder_skip: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "RLAConfig":
@@ -79,7 +83,8 @@ class ResidualLatentActionAutoencoder(TokenNormalised, nn.Module):
         self.dec_s_in = nn.Linear(D, W)
         self.dec_pos = PositionEmbedding(N, W)
         self.dec_blocks = nn.ModuleList(Block(W, c.heads, c.mlp_ratio) for _ in range(c.dec_depth))
-        self.dec_out = TokenReadout(W, D)  # zero-initialised: an untrained decoder outputs the mean token
+        # zero-initialised: an untrained decoder outputs the mean token (no skip) or s_t (skip); no gate on s_t
+        self.dec_out = TokenReadout(W, D, gate_input=False)
 
     # --- normalisation -------------------------------------------------------------------------------------
     def set_token_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -104,7 +109,7 @@ class ResidualLatentActionAutoencoder(TokenNormalised, nn.Module):
         x = torch.cat([zt, st], dim=1)  # (B, K+N, W)
         for blk in self.dec_blocks:
             x = blk(x)
-        out = self.dec_out(x[:, K:], s_t_n)  # (B, N, D)
+        out = self.dec_out(x[:, K:])  # (B, N, D): from the transformer's state outputs only
         return s_t_n + out if self.config.decoder_skip else out
 
     def encode(self, s_t: torch.Tensor, s_th: torch.Tensor) -> torch.Tensor:

@@ -14,11 +14,13 @@ Every model here implements
   world model's state_dict and whose config is nested in ``WorldModelConfig.rla``. The saved file is therefore
   self-contained and immutable: it records exactly the decoder it was trained with (a snapshot, never trained further).
 - ``DeterministicWorldModel``: DINO-WM style ViT predictor: [s_t token ; action embedding] concatenated per patch,
-  self-attention blocks, s_{t+h} predicted directly with an MSE loss.
+  self-attention blocks, MSE loss. Direct (default, ``predict_residual: false``): s_{t+h} is read out of the
+  transformer's outputs only, no path copies s_t; residual (``predict_residual: true``): s_t + the same readout.
 - ``AbsoluteFlowWorldModel``: the same conditioning transformer and action token as RLA-WM, but flow matching on the
   absolute (normalised) next-state tokens (B, N, D) instead of on z.
 Tokens and actions are normalised with per-dim dataset statistics (``models.normalise.Normaliser``). Every token
-output goes through ``blocks.TokenReadout`` (see there), so no model is confined to a width-dim subspace of the token.
+output goes through ``blocks.TokenReadout`` (see there), so no model is confined to a width-dim subspace of the token;
+only the flow transformers gate their input x_t in it, the state predictors have no gate on s_t.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ class WorldModelConfig:
     action_embed_dim: int = 64  # per-step action MLP output
     z_scale: float = 10.0  # RLA-WM: flow runs on z / z_scale
     sample_steps: int = 30  # Euler steps at inference
-    predict_residual: bool = False  # deterministic baseline: predict s_t + delta instead of s_{t+h} (DINO-WM: False)
+    # deterministic baseline: True predicts s_t + delta; False (DINO-WM) predicts s_{t+h} with no path copying s_t
+    predict_residual: bool = False
     rla: RLAConfig = field(default_factory=RLAConfig)  # RLA-WM only: the frozen autoencoder's shape
     # robot (EpisodeMeta.robot) -> its action width: one action MLP per robot to action_embed_dim, then the shared
     # GRU (the paper's multi-robot world model); the data sets it. {}: one MLP of action_dim, no robot identity.
@@ -168,7 +171,8 @@ class FlowTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(W, c.heads, c.mlp_ratio, cross=True, context_width=W, cond_dim=W) for _ in range(c.flow_depth)
         )
-        self.out = TokenReadout(W, in_dim)  # zero-initialised; gated on x_t: the velocity outside the data is x_t / t
+        # zero-initialised; gated on x_t: the velocity outside the data is x_t / t
+        self.out = TokenReadout(W, in_dim, gate_input=True)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, action_token: torch.Tensor) -> torch.Tensor:
         c = self.time_mlp(timestep_embedding(t, self.inp.out_features)) + action_token  # (B, W)
@@ -335,7 +339,11 @@ class RLAWorldModel(_WorldModelBase):
 
 @register_model
 class DeterministicWorldModel(_WorldModelBase):
-    """DINO-WM style: action embedding concatenated to every patch token, ViT predictor, MSE on s_{t+h}."""
+    """DINO-WM style: action embedding concatenated to every patch token, ViT predictor, MSE on s_{t+h}.
+
+    ``predict_residual`` False (direct): the prediction is the readout of the transformer's outputs, s_t enters only
+    as the transformer's input. True (residual): s_t + that readout.
+    """
 
     def __init__(self, config: WorldModelConfig):
         super().__init__(config)
@@ -343,7 +351,7 @@ class DeterministicWorldModel(_WorldModelBase):
         self.inp = nn.Linear(c.token_dim + c.width, c.width)
         self.pos = PositionEmbedding(c.num_tokens, c.width)
         self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio) for _ in range(c.depth))
-        self.out = TokenReadout(c.width, c.token_dim)  # zero-initialised, gated on s_t
+        self.out = TokenReadout(c.width, c.token_dim, gate_input=False)  # zero-initialised, no gate on s_t
 
     def _predict_normalised(self, s_t, actions, action_mask, robot=None):
         s_n = self.normalise(s_t)  # (B, N, D)
@@ -352,7 +360,7 @@ class DeterministicWorldModel(_WorldModelBase):
         x = self.pos(self.inp(x))
         for blk in self.blocks:
             x = blk(x)
-        out = self.out(x, s_n)  # (B, N, D)
+        out = self.out(x)  # (B, N, D): from the transformer's outputs only
         return s_n + out if self.config.predict_residual else out
 
     def forward(self, s_t, actions, action_mask, s_th, robot=None):
