@@ -100,3 +100,60 @@ def test_a_demo_s_stored_actions_replayed_through_the_evaluation_loop_succeed(tm
     still = evaluate_in_sim("image", _ReplayPolicy(np.zeros_like(actions), chunk=8), "PullCube-v1", 1, [meta.seed],
                             cfg).iloc[0]
     assert not still["success"]
+
+
+def test_evaluation_step_limits_default_to_the_demos_and_enter_the_sim_digest(monkeypatch):
+    """evaluation.sim.max_steps null = each task's demo limit (sim.envs.TASK_MAX_STEPS), not ManiSkill's registered
+    one; any change of a limit (config or table) changes sim_digest, so Table 3 never reuses Table 2's rows then."""
+    from rla_pipeline.episodes.sources.maniskill import SimulationConfig
+    from rla_pipeline.sim import envs
+    from rla_pipeline.stages.evaluation import sim_digest
+
+    cfg = SimEvalConfig()
+    demos = SimulationConfig()
+    assert {t: cfg.steps_for(t) for t in envs.TASK_MAX_STEPS} == {t: demos.steps_for(t) for t in envs.TASK_MAX_STEPS}
+    assert cfg.steps_for("PushT-v1") == 300 and cfg.steps_for("PullCube-v1") == 50
+    assert SimEvalConfig(max_steps=6).steps_for("PushT-v1") == 6
+    assert SimEvalConfig.from_dict({"task_max_steps": {"PushT-v1": 200}}).steps_for("PushT-v1") == 200
+    with pytest.raises(ValueError, match="task_max_steps"):
+        SimEvalConfig(task_max_steps={"PushT-v1": 0})
+    base = sim_digest(cfg)
+    assert sim_digest(SimEvalConfig(workers=3)) == base
+    assert sim_digest(SimEvalConfig(task_max_steps={"PushT-v1": 200})) != base
+    assert sim_digest(SimEvalConfig(max_steps=100)) != base
+    monkeypatch.setitem(envs.TASK_MAX_STEPS, "PushT-v1", 250)
+    assert sim_digest(cfg) != base  # the table the unset limits come from
+
+
+@pytest.mark.sim
+def test_a_failing_evaluation_episode_runs_the_task_s_demo_limit():
+    """RollBall-v1 is registered with 80 steps, its demos get 100 (the throw succeeds after 55-85 steps): a policy
+    that does nothing is evaluated for the demos' 100 steps, not cut at ManiSkill's 80."""
+    from rla_pipeline.episodes.sources.maniskill import SimulationConfig
+
+    limit = SimulationConfig().steps_for("RollBall-v1")
+    assert limit == 100
+    still = _ReplayPolicy(np.zeros((1, 4), np.float32), chunk=8)
+    row = evaluate_in_sim("image", still, "RollBall-v1", 1, [10_000], SimEvalConfig(image_size=32, with_mask=False)
+                          ).iloc[0]
+    assert not row["success"] and row["steps"] == limit, row.to_dict()
+
+
+def test_an_evaluation_limit_shorter_than_the_demos_is_warned_about(caplog):
+    import logging
+
+    import pandas as pd
+
+    from rla_pipeline.stages.evaluation import EvaluationConfig, sim_config
+
+    index = pd.DataFrame({"task": ["PushT-v1", "PushT-v1", "PullCube-v1"], "kind": ["demo"] * 3,
+                          "num_frames": [120, 201, 40], "height": [64] * 3, "control_mode": ["pd_ee_delta_pos"] * 3})
+    with caplog.at_level(logging.WARNING, logger="rla_pipeline.stages.evaluation"):
+        sim_config(EvaluationConfig.from_dict({}), index, ["PushT-v1", "PullCube-v1"])
+    assert not caplog.records  # the default limits (300, 50) cover the demos
+    with caplog.at_level(logging.WARNING, logger="rla_pipeline.stages.evaluation"):
+        scfg = sim_config(EvaluationConfig.from_dict({"sim": {"max_steps": 100}}), index, ["PushT-v1", "PullCube-v1"])
+    assert scfg.steps_for("PushT-v1") == 100
+    assert [r.getMessage() for r in caplog.records] == [
+        "PushT-v1: evaluation episodes stop after 100 steps, the longest demo took 200 actions "
+        "(evaluation.sim.max_steps / task_max_steps)"]

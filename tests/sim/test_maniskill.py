@@ -125,17 +125,93 @@ def test_simulated_episodes_round_trip_and_rerun_skips(tmp_path, monkeypatch):
 
 def test_task_step_limits_and_their_digest():
     from rla_pipeline.episodes.sources.maniskill import SimulationConfig, recipe_digest
+    from rla_pipeline.sim.envs import TASK_MAX_STEPS
 
-    cfg = SimulationConfig(tasks=["PushCube-v1", "RollBall-v1", "PullCubeTool-v1"], max_steps=50)
-    assert cfg.steps_for("PushCube-v1") == 50  # cube tasks keep max_steps (old episodes stay valid)
-    assert cfg.steps_for("RollBall-v1") == 100 and cfg.steps_for("PullCubeTool-v1") == 100
-    assert SimulationConfig(max_steps=120).steps_for("RollBall-v1") == 120
-    over = SimulationConfig(task_max_steps={"RollBall-v1": 60})
-    assert over.steps_for("RollBall-v1") == 60
+    cfg = SimulationConfig(tasks=["PushCube-v1", "RollBall-v1", "PullCubeTool-v1"])
+    assert {t: cfg.steps_for(t) for t in TASK_MAX_STEPS} == TASK_MAX_STEPS  # default: the project's one table
+    assert cfg.steps_for("PushCube-v1") == 50 and cfg.steps_for("RollBall-v1") == 100
+    assert cfg.steps_for("PullCubeTool-v1") == 150 and cfg.steps_for("PushT-v1") == 300
+    assert SimulationConfig(max_steps=120).steps_for("RollBall-v1") == 120  # one limit for every task
+    assert SimulationConfig(max_steps=40).steps_for("PushT-v1") == 40
+    over = SimulationConfig(max_steps=40, task_max_steps={"RollBall-v1": 60})
+    assert over.steps_for("RollBall-v1") == 60 and over.steps_for("PushCube-v1") == 40
     assert recipe_digest(over, "RollBall-v1", "demo", 3) != recipe_digest(cfg, "RollBall-v1", "demo", 3)
-    assert recipe_digest(over, "PushCube-v1", "demo", 3) == recipe_digest(cfg, "PushCube-v1", "demo", 3)
+    same = SimulationConfig(task_max_steps={"RollBall-v1": 60})
+    assert recipe_digest(same, "PushCube-v1", "demo", 3) == recipe_digest(cfg, "PushCube-v1", "demo", 3)
     with pytest.raises(ValueError, match="task_max_steps"):
         SimulationConfig(task_max_steps={"RollBall-v1": 0})
+    with pytest.raises(ValueError, match="max_steps"):
+        SimulationConfig(max_steps=0)
+    with pytest.raises(ValueError, match="no step limit"):
+        SimulationConfig(tasks=["LiftPegUpright-v1"]).steps_for("LiftPegUpright-v1")
+
+
+def test_one_step_limit_table_covers_the_experts_and_the_evaluation():
+    """The table (sim.envs.TASK_MAX_STEPS) is what demos, play and evaluation get by default: at or above the longest
+    expert demo measured in docs/simulation.md (first success step + extra_steps_after_success), the cube tasks at
+    ManiSkill's registered 50 (a failing evaluation episode runs the whole limit), and the evaluation's default
+    limit of every task at least the limit its demos were made with, in code and in conf/base."""
+    from pathlib import Path
+
+    import yaml
+
+    from rla_pipeline.episodes.sources.maniskill import SimulationConfig
+    from rla_pipeline.rl.sim_eval import SimEvalConfig
+    from rla_pipeline.sim.envs import SUPPORTED_TASKS, TASK_MAX_STEPS
+    from rla_pipeline.sim.experts import EXPERT_MAX_STEPS
+
+    longest_success = {"PushCube-v1": 32, "PullCube-v1": 31, "PokeCube-v1": 42, "RollBall-v1": 85,
+                       "PullCubeTool-v1": 131, "PushT-v1": 277}  # docs/simulation.md, expert benchmarks
+    extra = SimulationConfig().extra_steps_after_success
+    assert set(TASK_MAX_STEPS) == set(SUPPORTED_TASKS)
+    assert all(TASK_MAX_STEPS[t] >= longest_success[t] + extra for t in SUPPORTED_TASKS), TASK_MAX_STEPS
+    assert all(TASK_MAX_STEPS[t] == 50 for t in ("PushCube-v1", "PullCube-v1", "PokeCube-v1"))
+    assert all(EXPERT_MAX_STEPS[t] == TASK_MAX_STEPS[t] for t in SUPPORTED_TASKS)
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "base"
+    ingestion = yaml.safe_load((conf / "parameters_ingestion.yml").read_text())["ingestion"]["simulation"]
+    evaluation = yaml.safe_load((conf / "parameters_evaluation.yml").read_text())["evaluation"]["sim"]
+    demos = SimulationConfig(max_steps=ingestion["max_steps"], task_max_steps=ingestion["task_max_steps"])
+    evals = SimEvalConfig(max_steps=evaluation["max_steps"], task_max_steps=evaluation["task_max_steps"])
+    for task in SUPPORTED_TASKS:
+        assert SimEvalConfig().steps_for(task) >= SimulationConfig().steps_for(task), task
+        assert evals.steps_for(task) >= demos.steps_for(task), task
+    assert SimEvalConfig(max_steps=4).steps_for("PushT-v1") == 4  # an explicit limit still shortens
+    assert SimEvalConfig(max_steps=4, task_max_steps={"PushT-v1": 7}).steps_for("PushT-v1") == 7
+
+
+def _step_zeros_until_done(env, limit: int) -> list[int]:
+    """Steps (1-based) at which ``done`` was True while stepping zero actions ``limit`` times from seed 0."""
+    env.reset(seed=0)
+    zero = np.zeros(env.action_dim, np.float32)
+    return [t for t in range(1, limit + 1) if env.step(zero)[2]]
+
+
+@pytest.mark.sim
+def test_step_limit_above_the_registered_one_is_obeyed():
+    """ManiSkill registers PushT-v1 with 100 steps (its expert needs up to ~280): a larger configured limit reaches
+    the simulator's time limit, so the episode is not truncated at 100 but exactly at the configured step."""
+    _vulkan_or_skip()
+    from mani_skill.utils.registration import REGISTERED_ENVS
+
+    from rla_pipeline.sim.envs import SimEnvConfig, _time_limits, make_env
+
+    registered = REGISTERED_ENVS["PushT-v1"].max_episode_steps
+    limit = registered + 5
+    with make_env(SimEnvConfig(task="PushT-v1", image_size=32, with_mask=False, max_episode_steps=limit)) as env:
+        assert env.max_steps == limit and _time_limits(env._env) == [limit]  # the simulator's own limit
+        done_at = _step_zeros_until_done(env, limit)
+    assert done_at == [limit], (registered, done_at)  # tee at rest: no success, no termination before
+
+
+@pytest.mark.sim
+def test_step_limit_below_the_registered_one_still_shortens(small_env):
+    from rla_pipeline.sim.envs import SimEnvConfig, _time_limits, make_env
+
+    assert small_env.max_steps == 50 and _time_limits(small_env._env) == [50]  # None: the table (= registered)
+    with make_env(SimEnvConfig(task="PushCube-v1", image_size=32, with_mask=False, max_episode_steps=5)) as env:
+        assert env.max_steps == 5 and _time_limits(env._env) == [5]
+        assert _step_zeros_until_done(env, 5) == [5]
 
 
 def _expert_successes(task: str, seeds) -> list:

@@ -3,7 +3,8 @@
 Loop per episode: reset(seed) -> render frame -> observation for the policy (image policies: the RGB frame;
 token policies: DINO tokens from a :class:`~rla_pipeline.features.encoder.DinoEncoder` built with the SAME config as
 the feature cache, foreground-masked the same way) -> action chunk (deterministic: the mean) -> execute its first
-``execute_steps`` actions (receding horizon) -> repeat until success or the step limit.
+``execute_steps`` actions (receding horizon) -> repeat until success or the task's step limit
+(``SimEvalConfig.steps_for``: by default the limit the demos were made with).
 An episode is a success when ManiSkill reports success at any step (the episode stops there).
 
 Seeds: evaluation seeds must not overlap the seeds of the training demos; the evaluation pipeline draws them from
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ import pandas as pd
 import torch
 
 from rla_pipeline.models.policy import task_index_of
+from rla_pipeline.sim.envs import check_step_limits, step_limit
 from rla_pipeline.utils.config import from_dict
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,13 @@ POLICY_KINDS = ("image", "token")
 
 @dataclass
 class SimEvalConfig:
-    """How policies are run in the simulator."""
+    """How policies are run in the simulator.
+
+    Step limits (``steps_for``): ``task_max_steps[task]``, else ``max_steps`` (one limit for every task), else the
+    project's table ``sim.envs.TASK_MAX_STEPS``, the limits the demos are made with by default (cube tasks 50,
+    RollBall 100, PullCubeTool 150, PushT 300): a policy gets as many steps as the longest expert demo needed.
+    The simulator obeys the limit, above the task's registered one too. A failing episode runs the whole limit.
+    """
 
     image_size: int = 128  # camera size; use the size the training episodes were rendered at
     control_mode: str = "pd_ee_delta_pos"
@@ -39,7 +47,8 @@ class SimEvalConfig:
     # receding horizon: actions of each predicted chunk executed before re-planning; None = the whole chunk. WMRL's
     # imagined env (rl.env.execute_steps) must execute as many, which stages.evaluation checks.
     execute_steps: int | None = None
-    max_steps: int | None = None  # None = the task's own limit (50 for the ManiSkill cube tasks)
+    max_steps: int | None = None  # one step limit for every task; None = each task's limit (see above)
+    task_max_steps: dict[str, int] = field(default_factory=dict)  # per-task limits overriding max_steps and the table
     # simulator processes for image policies (sim/parallel.py); 1 = in this process. Rows are the same as with 1
     # except the wall-clock columns (seconds, sim_seconds, encode_seconds). Token policies run in-process.
     workers: int = 1
@@ -53,6 +62,11 @@ class SimEvalConfig:
             raise ValueError(f"SimEvalConfig.workers must be >= 1, got {self.workers}")
         if self.execute_steps is not None and self.execute_steps < 1:
             raise ValueError("SimEvalConfig.execute_steps must be >= 1 (or None = the whole chunk)")
+        self.task_max_steps = check_step_limits(self.max_steps, self.task_max_steps, "SimEvalConfig")
+
+    def steps_for(self, task: str) -> int | None:
+        """The step limit of ``task``'s evaluation episodes (None: a task outside the table, ManiSkill's own)."""
+        return step_limit(task, self.max_steps, self.task_max_steps)
 
 
 def executed_actions(execute_steps: int | None, chunk: int) -> int:
@@ -97,7 +111,8 @@ def _make_eval_env(task: str, cfg: SimEvalConfig):
     from rla_pipeline.sim.envs import SimEnvConfig, make_env
 
     return make_env(SimEnvConfig(task=task, image_size=cfg.image_size, control_mode=cfg.control_mode,
-                                 with_mask=cfg.with_mask or cfg.mask_images, max_episode_steps=cfg.max_steps))
+                                 with_mask=cfg.with_mask or cfg.mask_images,
+                                 max_episode_steps=cfg.steps_for(task)))
 
 
 def render_actions(task: str, seed: int, actions, cfg: SimEvalConfig | None = None) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -25,6 +25,36 @@ TASK_ROBOTS = {"PushCube-v1": "panda", "PullCube-v1": "panda", "PokeCube-v1": "p
                "RollBall-v1": "panda", "PullCubeTool-v1": "panda"}
 #: Scene actors that are background, not "task objects" (masked out before DINO).
 BACKGROUND_ACTORS = ("ground", "table-workspace")
+#: Episode step limit of each supported task, the one table for demos, play and evaluation alike (an env built
+#: without ``max_episode_steps``, ``SimulationConfig`` and ``SimEvalConfig`` unless their ``max_steps`` /
+#: ``task_max_steps`` override it): at or above the longest scripted-expert demo (success step + the 5
+#: ``extra_steps_after_success``) with a margin, measured in docs/simulation.md: cube tasks succeed after <= 42
+#: steps (ManiSkill's registered 50 kept: a failing evaluation episode runs the whole limit), RollBall after 55-85
+#: (registered 80), PullCubeTool's "beside" route after up to 131 (registered 100), PushT after up to 277
+#: (registered 100). SimEnv gives the limit to ManiSkill, so it may exceed the registered one.
+TASK_MAX_STEPS: dict[str, int] = {"PushCube-v1": 50, "PullCube-v1": 50, "PokeCube-v1": 50, "PushT-v1": 300,
+                                  "RollBall-v1": 100, "PullCubeTool-v1": 150}
+
+
+def step_limit(task: str, max_steps: int | None = None, overrides: Mapping[str, int] | None = None
+                   ) -> int | None:
+    """A task's episode step limit: ``overrides[task]``, else ``max_steps`` (one limit for every task), else
+    ``TASK_MAX_STEPS[task]``; None for a task outside the table (``SimEnv``: ManiSkill's registered limit)."""
+    if overrides and task in overrides:
+        return int(overrides[task])
+    if max_steps is not None:
+        return int(max_steps)
+    return TASK_MAX_STEPS.get(task)
+
+
+def check_step_limits(max_steps: int | None, overrides: Mapping[str, int] | None, where: str) -> dict[str, int]:
+    """Validate a config's ``max_steps`` / ``task_max_steps`` pair (each >= 1) -> the overrides as a plain dict."""
+    if max_steps is not None and int(max_steps) < 1:
+        raise ValueError(f"{where}.max_steps must be >= 1 or None, got {max_steps}")
+    out = {str(k): int(v) for k, v in dict(overrides or {}).items()}
+    if any(v < 1 for v in out.values()):
+        raise ValueError(f"{where}.task_max_steps must be >= 1, got {out}")
+    return out
 
 
 @dataclass
@@ -37,7 +67,8 @@ class SimEnvConfig:
         control_mode: ManiSkill controller, e.g. ``pd_ee_delta_pos`` (Panda: 4-dim = xyz delta + gripper;
             panda_stick: 3-dim) or ``pd_joint_delta_pos``.
         with_mask: also render the segmentation camera and return a foreground mask.
-        max_episode_steps: episode length limit; None = the task's registered limit (50 for the cube tasks).
+        max_episode_steps: episode step limit, given to ManiSkill's time limit, so it can be above or below the
+            task's registered limit; None = ``TASK_MAX_STEPS[task]`` (for a task outside it the registered limit).
         camera: which sensor camera to return.
         shared_action_layout: give panda_stick (PushT) the Panda's action layout: one extra, ignored column
             where the Panda has its gripper (pd_ee_delta_pos: 3 -> 4 = xyz delta + unused). One policy then
@@ -91,7 +122,8 @@ class SimEnv:
         action_dim, proprio_dim: sizes of actions (``native_action_dim`` + the padded column of a shared
             layout, see ``SimEnvConfig.shared_action_layout``) and of ``Frame.proprio``.
         fps: the control frequency in Hz (one ``step`` = 1/fps seconds).
-        max_steps: episode step limit (``done`` becomes True at this step).
+        max_steps: episode step limit, the one ManiSkill's time limit truncates at (``done`` becomes True at
+            this step).
         unwrapped: ManiSkill's env (privileged state for scripted experts).
     """
 
@@ -107,6 +139,10 @@ class SimEnv:
         self.task = cfg.task
         self.control_mode = cfg.control_mode
         obs_mode = "rgb+segmentation" if cfg.with_mask else "rgb"
+        registered = REGISTERED_ENVS[cfg.task].max_episode_steps
+        self.max_steps = int(step_limit(cfg.task, cfg.max_episode_steps) or registered or 100)
+        # ManiSkill's own time-limit wrapper takes gym.make's max_episode_steps (it reads it from gym.make's frame
+        # and drops gymnasium's TimeLimit); without it, episodes are truncated at the registered limit.
         self._env = gym.make(
             cfg.task,
             obs_mode=obs_mode,
@@ -115,10 +151,14 @@ class SimEnv:
             num_envs=1,
             control_mode=cfg.control_mode,
             sensor_configs=dict(width=int(cfg.image_size), height=int(cfg.image_size)),
+            max_episode_steps=self.max_steps,
         )
+        limits = _time_limits(self._env)
+        if limits != [self.max_steps]:
+            self._env.close()
+            raise RuntimeError(f"{cfg.task}: the simulator's time limits are {limits}, not the configured "
+                               f"{self.max_steps} steps (ManiSkill's TimeLimitWrapper changed?)")
         self.unwrapped = self._env.unwrapped
-        registered = REGISTERED_ENVS[cfg.task].max_episode_steps
-        self.max_steps = int(cfg.max_episode_steps or registered or 100)
         self.fps = float(self.unwrapped.control_freq)
         self.robot = str(self.unwrapped.robot_uids)
         self.native_action_dim = int(self.unwrapped.single_action_space.shape[0])
@@ -196,6 +236,17 @@ class SimEnv:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _time_limits(env: Any) -> list[int]:
+    """The step limits of the time-limit wrappers (gymnasium's or ManiSkill's) around ``env``, outermost first."""
+    out = []
+    while env is not None:
+        limit = getattr(env, "__dict__", {}).get("_max_episode_steps")
+        if limit is not None:
+            out.append(int(limit))
+        env = getattr(env, "__dict__", {}).get("env")
+    return out
 
 
 def _scalar(x: Any) -> Any:

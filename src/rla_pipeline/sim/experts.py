@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rla_pipeline.sim.envs import TASK_MAX_STEPS
+
 #: Metres of end-effector motion per unit of normalised ``pd_ee_delta_pos`` action (ManiSkill's Panda limits).
 EE_DELTA_SCALE = 0.1
 GRIPPER_OPEN, GRIPPER_CLOSED = 1.0, -1.0
@@ -634,11 +636,11 @@ _EXPERTS = {
 #: so demo generation does not spend its attempts on them. Empty now; kept for the next task that needs it.
 _EXPERIMENTAL: dict[str, type[ScriptedPolicy]] = {}
 
-#: Step limits the experts need where the task's registered limit is too short (measured in docs/simulation.md):
-#: PushT's greedy pusher turns the tee by up to pi in short pushes and succeeds after ~100-260 steps (registered
-#: 100); PullCubeTool's "beside" route (far cubes: put down, re-grasp, two slides) needs ~110-130 (registered 100).
-#: Episode generation should use at least these (``SimulationConfig.task_max_steps``).
-EXPERT_MAX_STEPS = {"PushT-v1": 300, "PullCubeTool-v1": 150}
+#: Step limits the experts get: the project's one table (``sim.envs.TASK_MAX_STEPS``, also used by demos, play and
+#: evaluation). Longer than the registered limit for PushT (its greedy pusher turns the tee by up to pi in short
+#: pushes and succeeds after up to ~280 steps; registered 100), PullCubeTool (the "beside" route for far cubes:
+#: put down, re-grasp, two slides, up to ~130; registered 100) and RollBall (55-85; registered 80).
+EXPERT_MAX_STEPS: dict[str, int] = TASK_MAX_STEPS
 
 
 def expert_tasks() -> tuple[str, ...]:

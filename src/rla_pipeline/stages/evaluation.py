@@ -63,9 +63,17 @@ def eval_seeds(cfg: EvaluationConfig, seed: int) -> list[int]:
 
 
 def sim_config(cfg: EvaluationConfig, index: pd.DataFrame, tasks: Sequence[str]) -> SimEvalConfig:
-    """``cfg.sim`` with image size and control mode taken from the training demos where they are null."""
+    """``cfg.sim`` with image size and control mode taken from the training demos where they are null. Step limits
+    stay as configured (null: ``sim.envs.TASK_MAX_STEPS``, the demos' own); a task whose longest demo took more
+    actions than its evaluation limit is logged as a warning (a policy copying that demo would run out of steps)."""
     sim = cfg.sim
     rows = index[index["task"].isin(list(tasks)) & (index["kind"] == "demo")]
+    if "num_frames" in rows:
+        for task, frames in rows.groupby("task")["num_frames"].max().items():
+            limit = sim.steps_for(str(task))
+            if limit is not None and int(frames) - 1 > limit:
+                logger.warning("%s: evaluation episodes stop after %d steps, the longest demo took %d actions "
+                               "(evaluation.sim.max_steps / task_max_steps)", task, limit, int(frames) - 1)
     image_size = sim.image_size
     if image_size is None:
         image_size = int(rows["height"].iloc[0]) if len(rows) else 128
@@ -106,8 +114,12 @@ def evaluate_policies_in_sim(policies: dict[str, tuple[str, Any]], tasks: Sequen
 
 
 def sim_digest(scfg: SimEvalConfig) -> str:
-    """Digest of the simulator settings that shape an evaluation episode (not ``workers``: same rows)."""
+    """Digest of the simulator settings that shape an evaluation episode (not ``workers``: same rows), the step
+    limits included: the config's own and the table its unset limits come from (``sim.envs.TASK_MAX_STEPS``)."""
+    from rla_pipeline.sim.envs import TASK_MAX_STEPS
+
     d = {k: v for k, v in dataclasses.asdict(scfg).items() if k != "workers"}
+    d["default_task_max_steps"] = dict(TASK_MAX_STEPS)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -237,12 +249,15 @@ def bc_success_table(bc_eval_episodes: pd.DataFrame):
     return t, md
 
 
-def wmrl_success_table(wmrl_eval_episodes: pd.DataFrame):
+def wmrl_success_table(wmrl_eval_episodes: pd.DataFrame, imagined_env_calibration: pd.DataFrame | None = None):
     """-> (table, markdown): WMRL's start policy vs WMRL per task + average, with the paper's Table 3 beside.
 
     The baseline is whichever start policy the episodes hold: "bc" (BC-ResNet, rl.policy bc_resnet: the paper's
-    comparison) or "token_bc" (rl.policy token)."""
-    from rla_pipeline.evaluation.success import PAPER_TABLE3, PAPER_TABLE3_ROBOTS, comparison_table, table_markdown
+    comparison) or "token_bc" (rl.policy token). ``imagined_env_calibration`` adds the decoding gap
+    (``evaluation.success.decoding_gap_columns``) and flags the table when the policy cannot read decoded frames."""
+    from rla_pipeline.evaluation.success import (
+        PAPER_TABLE3, PAPER_TABLE3_ROBOTS, comparison_table, table_markdown, with_decoding_gap,
+    )
     from rla_pipeline.sim.envs import TASK_ROBOTS
 
     base = "bc" if "bc" in set(wmrl_eval_episodes["policy"]) else "token_bc"
@@ -255,6 +270,7 @@ def wmrl_success_table(wmrl_eval_episodes: pd.DataFrame):
         title = "Table 3 (ours): token BC vs WMRL (token policy, PPO inside the world model)"
         note = "rl.policy token: the baseline is the token policy WMRL starts from (BC on DINO tokens), not BC-ResNet."
     md = table_markdown(t, base, "wmrl", title, note=note)
+    t, md = with_decoding_gap(t, md, imagined_env_calibration)
     _log_table("wmrl_success", t, md, base, "wmrl")
     return t, md
 

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from rla_pipeline.episodes.format import Episode, EpisodeMeta, EpisodeStore, make_steps
+from rla_pipeline.sim.envs import check_step_limits, step_limit
 from rla_pipeline.utils.atomic import atomic_write_text
 from rla_pipeline.utils.config import from_dict
 
@@ -44,11 +45,6 @@ SEEDS_PER_CONFIG_SEED = 10_000
 REJECTED_DIR = ".sim_rejected"
 ROW_COLUMNS = ["episode_id", "task", "kind", "source", "seed", "success", "kept", "status", "reason", "num_frames",
                "path"]
-#: Longer step limits for tasks whose experts need more than ``max_steps`` actions: RollBall grasps the ball,
-#: carries it to a launch spot, throws it and it rolls 1.2-1.7 m (success after 55-85 actions; ManiSkill
-#: registers 80, 100 keeps the slow throws), PullCubeTool grasps, carries and pulls (55-75; registered 100),
-#: PushT (registered 100). A task listed here uses ``max(max_steps, limit)``; ``task_max_steps`` overrides both.
-DEFAULT_TASK_MAX_STEPS = {"RollBall-v1": 100, "PullCubeTool-v1": 100, "PushT-v1": 300}  # PushT: sim.experts.EXPERT_MAX_STEPS
 ACTION_ALIGNMENT = (
     "row t: frame t and the action applied after observing it; last row: hold action (zero motion, gripper "
     "unchanged), never executed; reward[t]: reward of action t (NaN on the last row)"
@@ -67,9 +63,11 @@ class SimulationConfig:
         demos_per_task: successful expert episodes with actions to keep per task.
         play_per_task: play episodes (random object-touching motion, actions kept) per task.
         actionless_per_task: successful expert episodes stored without actions/proprio per task.
-        max_steps: maximum number of actions per episode (an episode has at most max_steps + 1 frames); tasks in
-            ``DEFAULT_TASK_MAX_STEPS`` (RollBall 100, PullCubeTool 100, PushT 300: its expert needs many pushes) get at least their limit.
-        task_max_steps: per-task step limits that override ``max_steps`` and the defaults, e.g. {"PushT-v1": 150}.
+        max_steps: maximum number of actions per episode, one limit for every task (an episode has at most
+            max_steps + 1 frames); None = each task's limit in ``sim.envs.TASK_MAX_STEPS``, the table evaluation
+            uses too (cube tasks 50, RollBall 100, PullCubeTool 150, PushT 300).
+        task_max_steps: per-task step limits that override ``max_steps`` and the table, e.g. {"PushT-v1": 150}.
+            ``steps_for(task)`` is the limit; it is part of the recipe digest.
         extra_steps_after_success: actions still taken (the expert holds still) after the first success frame.
         play_noise: std of the Gaussian noise on the play policy's normalised actions.
         demo_noise: std of the noise on the expert's actions (demos and actionless); 0 = clean expert.
@@ -88,7 +86,7 @@ class SimulationConfig:
     demos_per_task: int = 12
     play_per_task: int = 8
     actionless_per_task: int = 12
-    max_steps: int = 50
+    max_steps: int | None = None
     task_max_steps: dict[str, int] = field(default_factory=dict)
     extra_steps_after_success: int = 5
     play_noise: float = 0.5
@@ -108,11 +106,7 @@ class SimulationConfig:
         for name in ("demos_per_task", "play_per_task", "actionless_per_task", "extra_steps_after_success"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if int(self.max_steps) < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        self.task_max_steps = {str(k): int(v) for k, v in dict(self.task_max_steps or {}).items()}
-        if any(v < 1 for v in self.task_max_steps.values()):
-            raise ValueError(f"task_max_steps must be >= 1, got {self.task_max_steps}")
+        self.task_max_steps = check_step_limits(self.max_steps, self.task_max_steps, "simulation")
         if int(self.max_attempt_factor) < 1:
             raise ValueError(f"max_attempt_factor must be >= 1, got {self.max_attempt_factor}")
         if self.play_noise < 0 or self.demo_noise < 0:
@@ -128,10 +122,12 @@ class SimulationConfig:
         return from_dict(cls, d, where="simulation")
 
     def steps_for(self, task: str) -> int:
-        """The step limit of ``task``: ``task_max_steps[task]``, else max(max_steps, the task's default)."""
-        if task in self.task_max_steps:
-            return self.task_max_steps[task]
-        return max(int(self.max_steps), DEFAULT_TASK_MAX_STEPS.get(task, 0))
+        """The step limit of ``task``: ``task_max_steps[task]``, else ``max_steps``, else ``TASK_MAX_STEPS[task]``."""
+        limit = step_limit(task, self.max_steps, self.task_max_steps)
+        if limit is None:
+            raise ValueError(f"no step limit for {task!r} (not in sim.envs.TASK_MAX_STEPS): set "
+                             "ingestion.simulation.max_steps or task_max_steps")
+        return limit
 
     def quota(self, kind: str) -> int:
         return {"demo": self.demos_per_task, "play": self.play_per_task, "actionless": self.actionless_per_task}[kind]
