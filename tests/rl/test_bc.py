@@ -99,3 +99,23 @@ def test_token_policy_shapes_and_bc():
     before = float(TokenBCLoss()(policy.eval(), batch)[0])
     result = train(policy, TokenBCLoss(), ds, None, _trainer_cfg("token-bc-test", 60, lr=3e-3))
     assert float(TokenBCLoss()(result.model, batch)[0]) < 0.3 * before
+
+
+def test_select_episodes_keeps_validation_for_tasks_with_fewer_demos():
+    """One setting for tasks with different demo counts: a task with fewer demos than labelled + val keeps its val
+    demos and labels the rest; a task with more labels n_labelled and passes the rest on as actionless."""
+    import pandas as pd
+
+    from rla_pipeline.rl.bc import select_episodes
+
+    rows = [{"episode_id": f"A-demo-{i:02d}", "task": "A", "kind": "demo", "action_dim": 4} for i in range(7)]
+    rows += [{"episode_id": f"B-demo-{i:02d}", "task": "B", "kind": "demo", "action_dim": 4} for i in range(34)]
+    rows += [{"episode_id": "C-demo-00", "task": "C", "kind": "demo", "action_dim": 4}]
+    sel = select_episodes(pd.DataFrame(rows), ["A", "B", "C"], n_labelled=30, n_val=2, max_actionless=10)
+    lab = lambda t: [e for e in sel.labelled if e.startswith(t)]  # noqa: E731
+    val = lambda t: [e for e in sel.val if e.startswith(t)]  # noqa: E731
+    assert len(lab("A")) == 5 and val("A") == ["A-demo-05", "A-demo-06"]
+    assert len(lab("B")) == 30 and val("B") == ["B-demo-30", "B-demo-31"]
+    assert [e for e in sel.actionless if e.startswith("B")] == ["B-demo-32", "B-demo-33"]
+    assert lab("C") == ["C-demo-00"] and val("C") == []  # one demo: it is labelled, nothing to validate on
+    assert not set(sel.labelled) & set(sel.val)

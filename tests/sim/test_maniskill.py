@@ -33,6 +33,22 @@ def test_config_rejects_unknown_keys_and_kinds_never_share_seeds():
     assert not (seeds[0] & seeds[1]) and not (seeds[0] & seeds[2]) and not (seeds[1] & seeds[2])
 
 
+def test_task_demos_override_the_demo_count_of_one_task():
+    from rla_pipeline.episodes.sources.maniskill import SimulationConfig, recipe_digest
+
+    cfg = SimulationConfig(tasks=["PushT-v1", "PullCube-v1"], demos_per_task=7, task_demos={"PullCube-v1": 32},
+                           max_attempt_factor=3)
+    assert cfg.quota("demo", "PullCube-v1") == 32 and cfg.quota("demo", "PushT-v1") == 7
+    assert cfg.quota("actionless", "PullCube-v1") == cfg.actionless_per_task  # demos only
+    assert len(cfg.seeds("demo", "PullCube-v1")) == 96 and len(cfg.seeds("demo", "PushT-v1")) == 21
+    assert cfg.seeds("demo", "PullCube-v1")[:21] == cfg.seeds("demo", "PushT-v1")  # the same seed range, longer
+    # the quota is not part of an episode's recipe: raising it keeps the demos already made
+    assert recipe_digest(cfg, "PullCube-v1", "demo", 3) == recipe_digest(SimulationConfig(tasks=["PullCube-v1"]),
+                                                                         "PullCube-v1", "demo", 3)
+    with pytest.raises(ValueError, match="task_demos"):
+        SimulationConfig(task_demos={"PullCube-v1": -1})
+
+
 @pytest.fixture(scope="module")
 def small_env():
     _vulkan_or_skip()

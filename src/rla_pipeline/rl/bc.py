@@ -37,18 +37,24 @@ class EpisodeSelection:
 
 def select_episodes(index: pd.DataFrame, tasks: Sequence[str], n_labelled: int, n_val: int,
                     max_actionless: int, extra_demos_as_actionless: bool = True) -> EpisodeSelection:
-    """Split the episode index (``episode_id, task, kind, action_dim``) per task into labelled / val / actionless."""
+    """Split the episode index (``episode_id, task, kind, action_dim``) per task into labelled / val / actionless.
+
+    Per task: the first ``n_labelled`` demos are labelled, the next ``n_val`` validation. A task with fewer demos
+    than ``n_labelled + n_val`` keeps its ``n_val`` validation demos (while it has at least two) and labels the
+    rest, so one setting serves tasks with different demo counts (``ingestion.simulation.task_demos``)."""
     lab, val, act = [], [], []
     for task in tasks:
         rows = index[index["task"] == task].sort_values("episode_id")
         demos = rows[(rows["kind"] == "demo") & rows["action_dim"].notna()]["episode_id"].tolist()
         if len(demos) < 1:
             raise ValueError(f"task {task!r}: no labelled demo episodes in the episode index")
-        lab += demos[:n_labelled]
-        val += demos[n_labelled:n_labelled + n_val]
+        n_val_t = min(n_val, len(demos) - 1)
+        n_lab_t = min(n_labelled, len(demos) - n_val_t)
+        lab += demos[:n_lab_t]
+        val += demos[n_lab_t:n_lab_t + n_val_t]
         pool = rows[rows["kind"] == "actionless"]["episode_id"].tolist()
         if extra_demos_as_actionless:
-            pool += demos[n_labelled + n_val:]
+            pool += demos[n_lab_t + n_val_t:]
         act += pool[:max_actionless]
     return EpisodeSelection(labelled=lab, val=val, actionless=act)
 

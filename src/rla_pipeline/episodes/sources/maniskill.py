@@ -61,6 +61,8 @@ class SimulationConfig:
         control_mode: ManiSkill controller; the scripted policies need "pd_ee_delta_pos".
         with_mask: store a foreground mask (robot + task objects) per frame.
         demos_per_task: successful expert episodes with actions to keep per task.
+        task_demos: per-task demo counts that override ``demos_per_task``, e.g. {"PullCube-v1": 32}: demos of
+            the short cube tasks cost ~40 simulated steps, PushT's ~250.
         play_per_task: play episodes (random object-touching motion, actions kept) per task.
         actionless_per_task: successful expert episodes stored without actions/proprio per task.
         max_steps: maximum number of actions per episode, one limit for every task (an episode has at most
@@ -84,6 +86,7 @@ class SimulationConfig:
     control_mode: str = "pd_ee_delta_pos"
     with_mask: bool = True
     demos_per_task: int = 12
+    task_demos: dict[str, int] = field(default_factory=dict)
     play_per_task: int = 8
     actionless_per_task: int = 12
     max_steps: int | None = None
@@ -107,6 +110,9 @@ class SimulationConfig:
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         self.task_max_steps = check_step_limits(self.max_steps, self.task_max_steps, "simulation")
+        self.task_demos = {str(k): int(v) for k, v in dict(self.task_demos or {}).items()}
+        if any(v < 0 for v in self.task_demos.values()):
+            raise ValueError(f"task_demos must be >= 0, got {self.task_demos}")
         if int(self.max_attempt_factor) < 1:
             raise ValueError(f"max_attempt_factor must be >= 1, got {self.max_attempt_factor}")
         if self.play_noise < 0 or self.demo_noise < 0:
@@ -114,8 +120,9 @@ class SimulationConfig:
         if not 0 <= int(self.seed) < 100:
             raise ValueError(f"seed must be in [0, 100) (seed ranges of kinds must not overlap), got {self.seed}")
         for kind in KIND_SEED_BASE:
-            if self.attempts(kind) > SEEDS_PER_CONFIG_SEED:
-                raise ValueError(f"too many {kind} episodes per task (> {SEEDS_PER_CONFIG_SEED} attempts)")
+            for task in [None, *self.task_demos]:
+                if self.attempts(kind, task) > SEEDS_PER_CONFIG_SEED:
+                    raise ValueError(f"too many {kind} episodes per task (> {SEEDS_PER_CONFIG_SEED} attempts)")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SimulationConfig":
@@ -129,15 +136,19 @@ class SimulationConfig:
                              "ingestion.simulation.max_steps or task_max_steps")
         return limit
 
-    def quota(self, kind: str) -> int:
+    def quota(self, kind: str, task: str | None = None) -> int:
+        """Episodes of ``kind`` to keep for ``task`` (``task_demos`` overrides the demo count per task)."""
+        if kind == "demo" and task in self.task_demos:
+            return self.task_demos[task]
         return {"demo": self.demos_per_task, "play": self.play_per_task, "actionless": self.actionless_per_task}[kind]
 
-    def attempts(self, kind: str) -> int:
-        return self.quota(kind) if kind == "play" else self.quota(kind) * int(self.max_attempt_factor)
+    def attempts(self, kind: str, task: str | None = None) -> int:
+        q = self.quota(kind, task)
+        return q if kind == "play" else q * int(self.max_attempt_factor)
 
-    def seeds(self, kind: str) -> range:
+    def seeds(self, kind: str, task: str | None = None) -> range:
         start = KIND_SEED_BASE[kind] + int(self.seed) * SEEDS_PER_CONFIG_SEED
-        return range(start, start + self.attempts(kind))
+        return range(start, start + self.attempts(kind, task))
 
 
 def episode_id(task: str, kind: str, seed: int) -> str:
@@ -301,7 +312,7 @@ def simulate_episodes(cfg: SimulationConfig, kind: str, store: EpisodeStore, pro
     if not isinstance(cfg, SimulationConfig):
         cfg = SimulationConfig.from_dict(cfg)
     rows: list[dict] = []
-    quota = cfg.quota(kind)
+    quota = max(cfg.quota(kind, t) for t in cfg.tasks) if cfg.tasks else 0
     if kind != "play" and quota > 0:
         for task in cfg.tasks:
             make_expert(task)  # fail fast (NotImplementedError naming the task) before any simulation
@@ -326,8 +337,8 @@ def _simulate_task(cfg: SimulationConfig, kind: str, task: str, store: EpisodeSt
     """The rows of one task (see :func:`simulate_episodes`); ``pool``: a ``SimPool`` or None (in-process)."""
     from rla_pipeline.sim.envs import make_env
 
-    quota = cfg.quota(kind)
-    seeds = cfg.seeds(kind)
+    quota = cfg.quota(kind, task)
+    seeds = cfg.seeds(kind, task)
     # What the store already says about each seed (decided up front: nothing else writes these ids meanwhile).
     known: dict[int, tuple[str, dict]] = {}
     digests = {int(s): recipe_digest(cfg, task, kind, s) for s in seeds}
