@@ -140,3 +140,47 @@ def test_table3_runs_on_the_papers_three_tasks_in_the_papers_order():
     assert table3_tasks(EvaluationConfig.from_dict({"table3_tasks": None}), ["PushCube-v1"]) == ["PushCube-v1"]
     with pytest.raises(ValueError, match="table3_tasks"):
         table3_tasks(cfg, ["PushCube-v1"])
+
+
+# ---------------------------------------------------------------- Table 3 beside the decoding gap (issue 19)
+def _calibration(l1: float, scale: float, by_task: dict | None = None) -> pd.DataFrame:
+    import json
+
+    row = {"policy": "bc_resnet", "gap_action_l1": l1, "gap_action_scale": scale, "gap_decoded_psnr": 20.0}
+    if by_task is not None:
+        row["gap_by_task"] = json.dumps({t: {"gap_action_l1": a, "gap_action_scale": b, "frames": 6}
+                                         for t, (a, b) in by_task.items()})
+    return pd.DataFrame([row])
+
+
+def test_table3_carries_the_decoding_gap_and_flags_an_unreadable_decoder(caplog):
+    from rla_pipeline.evaluation.success import DECODING_GAP_FLAG
+    from rla_pipeline.stages.evaluation import wmrl_success_table
+
+    eps = _episodes({("bc", "PokeCube-v1"): 4, ("wmrl", "PokeCube-v1"): 6,
+                     ("bc", "PushT-v1"): 1, ("wmrl", "PushT-v1"): 2})
+    # readable: l1 = 0.05 of scale 0.3 (ratio 1/6 < 1/3): the numbers are there, no flag
+    t, md = wmrl_success_table(eps, _calibration(0.05, 0.3))
+    assert {"gap_action_l1", "gap_action_scale", "gap_ratio", "decoding_gap_flag"} <= set(t.columns)
+    assert (t["gap_action_l1"] == 0.05).all() and (t["gap_action_scale"] == 0.3).all()
+    assert t["gap_ratio"].tolist() == pytest.approx([1 / 6] * 3) and not t["decoding_gap_flag"].any()
+    assert "gap_action_l1 = 0.05" in md and "gap_action_scale = 0.3" in md and DECODING_GAP_FLAG not in md
+    # unreadable: l1 = 0.15 > 0.3 / 3 -> flagged in the table, under the markdown's title and in the log
+    with caplog.at_level("WARNING"):
+        t, md = wmrl_success_table(eps, _calibration(0.15, 0.3))
+    assert t["decoding_gap_flag"].all() and t["gap_ratio"].tolist() == pytest.approx([0.5] * 3)
+    title, _, rest = md.partition("\n")
+    assert title.startswith("## Table 3") and rest.lstrip().startswith(f"**{DECODING_GAP_FLAG}**")
+    assert DECODING_GAP_FLAG in caplog.text
+    # per task when the calibration has it: only the task the policy cannot read is flagged; average = pooled
+    t, md = wmrl_success_table(eps, _calibration(0.08, 0.3, {"PokeCube-v1": (0.02, 0.3), "PushT-v1": (0.2, 0.3)}))
+    by = t.set_index("task")
+    assert not by.loc["PokeCube-v1", "decoding_gap_flag"] and by.loc["PushT-v1", "decoding_gap_flag"]
+    assert by.loc["PushT-v1", "gap_action_l1"] == 0.2 and by.loc["average", "gap_action_l1"] == 0.08
+    assert not by.loc["average", "decoding_gap_flag"] and f"**{DECODING_GAP_FLAG}**" in md and "PushT-v1 (0.667)" in md
+    # the token policy has no decoder: NaN gap, nothing flagged, no gap line; no calibration at all: the same
+    token_eps = _episodes({("token_bc", "PushT-v1"): 1, ("wmrl", "PushT-v1"): 1})
+    for calib in (pd.DataFrame([{"policy": "token"}]), None):
+        t, md = wmrl_success_table(token_eps, calib)
+        assert t["gap_action_l1"].isna().all() and not t["decoding_gap_flag"].any()
+        assert "Decoding gap" not in md and DECODING_GAP_FLAG not in md

@@ -97,6 +97,39 @@ def test_dataset_pairs_each_frame_with_its_own_tokens(data, project_root):
     assert len(strided) == 6 and strided.fingerprint != ds.fingerprint
 
 
+def test_wmrl_gets_a_decoder_trained_on_every_task_the_held_out_one_is_refused(data, project_root):
+    """``pixel_decoder_model_all_tasks``: the same split's train episodes plus every held-out-task episode (the
+    generalisation decoder keeps PokeCube-v1 out); its record names every task and is of its own weights, and the
+    WMRL check passes it while it refuses the held-out decoder for PokeCube-v1 (a Table 3 task)."""
+    from rla_pipeline.stages import pixel_decoder as stage
+    from rla_pipeline.stages.common import episode_ids
+    from rla_pipeline.stages.wmrl import check_decoder_covers_tasks
+    from rla_pipeline.utils.hashing import state_dict_digest
+
+    _, store, cache, index, manifest = data
+    params = _params(project_root)
+    # which episodes it trains on is under test, not how well it decodes
+    params["trainer"].update(max_steps=2, warmup_steps=0, val_every=2, checkpoint_every=2, log_every=1)
+    splits = stage.split_pixel_decoder_episodes(index, manifest, params, seed=0)
+    model, record = stage.train_pixel_decoder_all_tasks(cache, store, splits, params, "cpu")
+    assert sorted(record.task) == sorted(TASKS) and (record.train_episodes > 0).all()
+    poke = record.set_index("task").loc["PokeCube-v1"]
+    assert poke.train_episodes == len(splits[splits.task == "PokeCube-v1"])
+    assert poke.train_frames == 24 * poke.train_episodes
+    assert record.train_episodes.sum() == len(episode_ids(splits, "train")) + len(episode_ids(splits, "heldout_task"))
+    assert set(record.decoder_digest) == {state_dict_digest(model)}
+    check_decoder_covers_tasks(model, record, TASKS, table3=("PokeCube-v1",))
+    # the held-out decoder (pixel_decoder_model) with its own record: the check fires for the held-out task
+    held, held_ds = stage._train_decoder(cache, store, splits, params, "cpu", None, include_heldout_task=False,
+                                         run_name="pixel_decoder")
+    held_record = stage.decoder_training_record(held, held_ds, splits)
+    assert "PokeCube-v1" not in set(held_record.task)
+    with pytest.raises(ValueError, match="PokeCube-v1"):
+        check_decoder_covers_tasks(held, held_record, TASKS, table3=("PokeCube-v1",))
+    with pytest.raises(ValueError, match="another decoder"):  # a record does not vouch for another decoder
+        check_decoder_covers_tasks(held, record, TASKS, table3=("PokeCube-v1",))
+
+
 @pytest.mark.slow
 def test_decoder_learns_held_out_reconstruction_beats_the_mean_image(data, project_root):
     from matplotlib.figure import Figure
@@ -152,6 +185,13 @@ def test_kedro_run_pixel_decoder_saves_the_model_and_tables_and_logs_a_nested_ml
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     splits = pd.read_parquet(root / "05_model_input" / "pixel_decoder_splits.parquet")
     assert set(splits.split) == {"train", "val", "heldout_task"}
+    # WMRL's decoder: the same split with the held-out task added, and its training record
+    all_tasks = TorchModelDataset(str(root / "06_models" / "pixel_decoder_all_tasks.safetensors")).load()
+    record = pd.read_parquet(root / "06_models" / "pixel_decoder_all_tasks_training.parquet")
+    assert sorted(record.task) == sorted(TASKS) and isinstance(all_tasks, PixelDecoder)
+    from rla_pipeline.utils.hashing import state_dict_digest
+
+    assert set(record.decoder_digest) == {state_dict_digest(all_tasks)} != {state_dict_digest(model)}
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     child = [r for r in runs if r.data.tags.get("mlflow.runName") == "pixel_decoder"]

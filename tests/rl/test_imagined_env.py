@@ -167,3 +167,98 @@ def test_execute_steps_masks_the_rest_of_the_chunk():
     env = ImaginedVectorEnv(ShiftWorldModel(A, D), starts, goals=starts, cfg=ImaginedEnvConfig(**cfg))
     env.reset(seed=0)
     assert not torch.equal(env.step(tail)[0]["tokens"], outs[0])  # the whole chunk runs by default
+
+
+# ------------------------------------------------------------------ time limit per start state, from the demos
+def _steps_to_truncation(env, start_index) -> list[int]:
+    """Chunks each env runs before its first truncation, started from ``start_index`` (zero actions, no success)."""
+    B = env.num_envs
+    env.reset_to(torch.as_tensor(start_index), seed=0)
+    first = [0] * B
+    H, A = 8, 3
+    for step in range(1, 100):
+        _, _, term, trunc, _ = env.step(torch.zeros(B, H, A))
+        assert not term.any()
+        for i in range(B):
+            if bool(trunc[i]) and not first[i]:
+                first[i] = step
+        if all(first):
+            return first
+    raise AssertionError(f"no truncation within 100 chunks: {first}")
+
+
+def test_long_tasks_get_enough_chunks_to_reach_their_demos_last_frame():
+    """Demos of 20 and 60 frames, 8 frames per chunk: the goal of the long task's start states is frame 59, which
+    the demo reaches after ceil(60 / 8) = 8 chunks, so its episodes must last at least that; the short task keeps
+    its own, shorter limit (ceil(20 / 8) + margin)."""
+    import math
+
+    from rla_pipeline.rl.imagined_env import demo_time_limits
+
+    N, D, A, chunk = 2, 3, 3, 8
+    seqs = [torch.randn(20, N, D), torch.randn(60, N, D), torch.randn(50, N, D)]
+    starts = build_start_states(seqs, chunk=chunk, task_index=[0, 1, 1])  # max_chunks None: from the demos
+    margin = ImaginedEnvConfig(success_threshold=1.0).max_chunks_margin
+    assert starts.max_chunks.tolist() == [math.ceil(20 / 8) + margin] + [math.ceil(60 / 8) + margin] * 2
+    assert demo_time_limits([20, 60, 50], [0, 1, 1], chunk, margin=0) == [3, 8, 8]  # the task's LONGEST demo
+    env = ImaginedVectorEnv(ShiftWorldModel(A, D), starts, cfg=ImaginedEnvConfig(num_envs=3, success_threshold=1e-9))
+    short, long_a, long_b = _steps_to_truncation(env, [0, 1, 2])
+    assert long_a >= math.ceil(60 / chunk) and long_b == long_a
+    assert short == math.ceil(20 / chunk) + margin < long_a
+    # "corresponding" references reach the long demo's last frame (frame index clamped at 59)
+    assert starts.corresponding.shape[1] == long_a
+    torch.testing.assert_close(starts.corresponding[1, math.ceil(59 / chunk) - 1], seqs[1][59])
+    # an explicit rl.env.max_chunks is an override: every start state gets it
+    fixed = ImaginedVectorEnv(ShiftWorldModel(A, D), starts, cfg=ImaginedEnvConfig(
+        num_envs=3, max_chunks=4, success_threshold=1e-9))
+    assert _steps_to_truncation(fixed, [0, 1, 2]) == [4, 4, 4]
+    # a plain start tensor has no demos to take the limit from: a fixed one
+    from rla_pipeline.rl.imagined_env import PLAIN_START_MAX_CHUNKS
+
+    plain = ImaginedVectorEnv(ShiftWorldModel(A, D), starts.tokens, goals=starts.goals,
+                              cfg=ImaginedEnvConfig(num_envs=3, success_threshold=1e-9))
+    assert plain.limit_of_start.tolist() == [PLAIN_START_MAX_CHUNKS] * 3
+
+
+class _FakeCache:
+    def __init__(self, tokens: dict):
+        self._tokens = tokens
+
+    def tokens(self, eid):
+        return self._tokens[eid]
+
+
+def test_make_imagined_env_sizes_each_tasks_episodes_from_its_labelled_demos(caplog):
+    """The stage builds the same per-task limits from the labelled demos it starts from; an explicit
+    ``rl.env.max_chunks`` below a task's demo length is honoured but warned about."""
+    import math
+    import numpy as np
+    import pandas as pd
+
+    from rla_pipeline.stages.wmrl import make_imagined_env
+
+    N, D, A, chunk = 2, 3, 3, 8
+    rng = np.random.default_rng(0)
+    lengths = {"short_0": 20, "short_1": 18, "long_0": 60, "long_1": 44}
+    cache = _FakeCache({e: rng.standard_normal((T, N, D)).astype(np.float32) for e, T in lengths.items()})
+    index = pd.DataFrame({"episode_id": list(lengths), "task": ["Short-v0"] * 2 + ["Long-v0"] * 2, "kind": "demo",
+                          "action_dim": float(A)})
+    params = {"episodes": {"n_labelled_per_task": 2, "n_val_per_task": 0},
+              "env": {"num_envs": 4, "success_threshold": 1e-9}}
+    env, thr = make_imagined_env(ShiftWorldModel(A, D), cache, index, ["Short-v0", "Long-v0"], params, chunk)
+    margin = env.cfg.max_chunks_margin
+    by_task = {t: set(env.limit_of_start[env.task_of_start == k].tolist())
+               for k, t in enumerate(["Short-v0", "Long-v0"])}
+    assert by_task == {"Short-v0": {math.ceil(20 / 8) + margin}, "Long-v0": {math.ceil(60 / 8) + margin}}
+    limits = _steps_to_truncation(env, list(range(4)))
+    long_idx = [i for i, k in enumerate(env.task_of_start.tolist()) if k == 1]
+    assert all(limits[i] >= math.ceil(60 / chunk) for i in long_idx)
+    # executed actions per chunk set the pace: 4 executed of 8 -> twice the chunks
+    env4, _ = make_imagined_env(ShiftWorldModel(A, D), cache, index, ["Short-v0", "Long-v0"],
+                                {**params, "env": {**params["env"], "execute_steps": 4}}, chunk)
+    assert int(env4.limit_of_start.max()) == math.ceil(60 / 4) + margin
+    with caplog.at_level("WARNING"):
+        env3, _ = make_imagined_env(ShiftWorldModel(A, D), cache, index, ["Short-v0", "Long-v0"],
+                                    {**params, "env": {**params["env"], "max_chunks": 3}}, chunk)
+    assert set(env3.limit_of_start.tolist()) == {3}
+    assert "out of reach" in caplog.text and "Long-v0" in caplog.text

@@ -33,8 +33,19 @@ def test_wmrl_pipeline_runs_in_both_policy_modes(wmrl_test_run, tmp_path, projec
     assert _model_class(models / "wmrl_start_policy.safetensors") == "BCResNetPolicy"
     episodes = pd.read_parquet(data / "07_model_output" / "wmrl_eval_episodes.parquet")
     assert set(episodes["policy"]) == {"bc", "wmrl"}
-    assert {"bc_sr", "wmrl_sr"} <= set(pd.read_parquet(rep / "wmrl_success_table.parquet").columns)
+    table3 = pd.read_parquet(rep / "wmrl_success_table.parquet")
+    assert {"bc_sr", "wmrl_sr"} <= set(table3.columns)
     assert "BC-ResNet vs WMRL" in (rep / "wmrl_success_table.md").read_text()
+    # Table 3 carries the decoding gap of the calibration row (pooled on the average row)
+    avg = table3.set_index("task").loc["average"]
+    assert avg["gap_action_l1"] == pytest.approx(calib["gap_action_l1"])
+    assert avg["gap_ratio"] == pytest.approx(calib["gap_action_l1"] / calib["gap_action_scale"])
+    assert avg["decoding_gap_flag"] == (calib["gap_action_l1"] > calib["gap_action_scale"] / 3)
+    assert "Decoding gap" in (rep / "wmrl_success_table.md").read_text()
+    # imagined episodes sized from the demos (conf/test: max_chunks null), and WMRL's decoder saw every task
+    assert calib["max_chunks_source"].startswith("demos") and calib["max_chunks"] >= 2
+    decoder_record = pd.read_parquet(models / "pixel_decoder_all_tasks_training.parquet")
+    assert set(table3.task) - {"average"} <= set(decoder_record.task)
 
     # the token mode re-runs WMRL on a private copy (the shared run's files stay as the default left them)
     env = copy_wmrl_run(wmrl_test_run, tmp_path)["env"]
@@ -47,4 +58,6 @@ def test_wmrl_pipeline_runs_in_both_policy_modes(wmrl_test_run, tmp_path, projec
     assert _model_class(models / "wmrl_policy.safetensors") == "TokenPolicy"
     episodes = pd.read_parquet(data / "07_model_output" / "wmrl_eval_episodes.parquet")
     assert set(episodes["policy"]) == {"token_bc", "wmrl"}
-    assert {"token_bc_sr", "wmrl_sr"} <= set(pd.read_parquet(rep / "wmrl_success_table.parquet").columns)
+    table3 = pd.read_parquet(rep / "wmrl_success_table.parquet")
+    assert {"token_bc_sr", "wmrl_sr"} <= set(table3.columns)
+    assert table3["gap_action_l1"].isna().all() and not table3["decoding_gap_flag"].any()  # no decoder

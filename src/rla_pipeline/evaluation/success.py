@@ -1,5 +1,5 @@
 """Success rates with 95% Wilson intervals, paired comparisons, and the two paper-shaped tables (Table 2: BC vs
-BC+RLA, Table 3: BC vs WMRL).
+BC+RLA, Table 3: BC vs WMRL, with the decoding gap beside it: :func:`decoding_gap_columns`).
 
 Input everywhere is the per-episode frame written by :func:`rla_pipeline.rl.sim_eval.evaluate_in_sim`
 (columns ``policy, task, seed, success, steps, seconds``). Output tables are long-to-wide: one row per task plus an
@@ -259,6 +259,80 @@ def table_markdown(table: pd.DataFrame, baseline: str, method: str, title: str, 
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+# Table 3 is read only when WMRL's BC-ResNet acts on decoded frames about as it does on rendered ones: a mean action
+# difference above a third of the actions' own size says it does not (docs/rl.md, "The domain gap").
+DECODING_GAP_LIMIT = 1.0 / 3.0
+DECODING_GAP_FLAG = "WMRL's policy cannot read decoded frames: Table 3 not interpretable"
+DECODING_GAP_COLUMNS = ("gap_action_l1", "gap_action_scale", "gap_ratio", "decoding_gap_flag")
+
+
+def _gap_cells(l1: float, scale: float) -> dict[str, object]:
+    ratio = l1 / scale if scale > 0 else (math.inf if l1 > 0 else math.nan)
+    return {"gap_action_l1": l1, "gap_action_scale": scale, "gap_ratio": ratio,
+            "decoding_gap_flag": bool(np.isfinite(l1) and np.isfinite(scale) and l1 > scale * DECODING_GAP_LIMIT)}
+
+
+def decoding_gap_columns(table: pd.DataFrame, calibration: pd.DataFrame | None) -> pd.DataFrame:
+    """Table 3 with the decoding gap of ``imagined_env_calibration`` (``stages.wmrl.decoding_gap``) beside it.
+
+    Columns ``gap_action_l1`` (mean |a(rendered) - a(decoded)| of the start policy's chunks), ``gap_action_scale``
+    (mean |a(rendered)|), ``gap_ratio`` (l1 / scale) and ``decoding_gap_flag`` (l1 > scale / 3). Task rows take
+    the task's own numbers when the calibration has them (``gap_by_task``), else the pooled ones; the average row
+    the pooled ones. No gap in the calibration (rl.policy token: no decoder; or no calibration): NaN, not flagged.
+    """
+    out = table.copy()
+    row = calibration.iloc[0] if calibration is not None and len(calibration) else None
+    has = row is not None and "gap_action_l1" in row.index and pd.notna(row["gap_action_l1"])
+    pooled = _gap_cells(float(row["gap_action_l1"]), float(row["gap_action_scale"])) if has else \
+        _gap_cells(math.nan, math.nan)
+    by_task = {}
+    if has and "gap_by_task" in row.index and isinstance(row["gap_by_task"], str):
+        import json
+
+        by_task = {t: _gap_cells(float(v["gap_action_l1"]), float(v["gap_action_scale"]))
+                   for t, v in json.loads(row["gap_by_task"]).items()}
+    cells = [pooled if t == "average" else by_task.get(t, pooled) for t in out["task"]]
+    for c in DECODING_GAP_COLUMNS:
+        out[c] = [cell[c] for cell in cells]
+    return out
+
+
+def decoding_gap_markdown(table: pd.DataFrame) -> str:
+    """Lines for Table 3's markdown: the gap numbers (pooled, and per flagged task) and, when any row is flagged,
+    the warning that Table 3 cannot be read as a test of WMRL. Empty when the table has no gap (token policy)."""
+    if "gap_action_l1" not in table.columns:
+        return ""
+    avg = table[table["task"] == "average"]
+    ref = avg.iloc[0] if len(avg) else table.iloc[0]
+    if pd.isna(ref["gap_action_l1"]):
+        return ""
+    lines = [f"Decoding gap (start policy on decoded vs rendered start frames, `imagined_env_calibration`): "
+             f"gap_action_l1 = {ref['gap_action_l1']:.4g}, gap_action_scale = {ref['gap_action_scale']:.4g}, "
+             f"ratio = {ref['gap_ratio']:.3g} (flagged above {DECODING_GAP_LIMIT:.3g})."]
+    flagged = table[table["decoding_gap_flag"].astype(bool)]
+    if len(flagged):
+        where = ", ".join(f"{r['task']} ({r['gap_ratio']:.3g})" for _, r in flagged.iterrows())
+        lines.append(f"**{DECODING_GAP_FLAG}** (gap_action_l1 > gap_action_scale / 3: {where}).")
+    return "\n\n".join(lines)
+
+
+def with_decoding_gap(table: pd.DataFrame, markdown: str, calibration: pd.DataFrame | None
+                      ) -> tuple[pd.DataFrame, str]:
+    """Table 3 (table, markdown) -> the same with the decoding gap: :func:`decoding_gap_columns` on the table, the
+    numbers appended to the markdown, and when any row is flagged the warning right under its title and in the log."""
+    import logging
+
+    t = decoding_gap_columns(table, calibration)
+    gap = decoding_gap_markdown(t)
+    md = markdown.rstrip("\n") + (f"\n\n{gap}\n" if gap else "\n")
+    if t["decoding_gap_flag"].any():
+        flagged = t.loc[t["decoding_gap_flag"], ["task", "gap_action_l1", "gap_action_scale", "gap_ratio"]]
+        logging.getLogger(__name__).warning("%s: %s", DECODING_GAP_FLAG, flagged.to_dict("records"))
+        head, sep, rest = md.partition("\n")  # the "## title" line first
+        md = f"{head}{sep}\n**{DECODING_GAP_FLAG}** (decoding gap at the end)\n{rest}"
+    return t, md
 
 
 def speed_markdown(speed: pd.DataFrame) -> str:

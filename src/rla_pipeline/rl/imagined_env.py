@@ -6,7 +6,10 @@ s' and a reference frame: the demo's last frame (mode "goal") or the demo frame 
 "corresponding": after k chunks, frame k * H of the demo the env was started from). Success: L1 < threshold.
 
 Episodes start from dataset start states (the first frame of a demo) and end on success (``terminated``, when
-``terminate_on_success``) or after ``max_chunks`` chunks (``truncated``). Finished envs reset in the same call
+``terminate_on_success``) or at their start state's time limit (``truncated``). The limit is per start state: by
+default long enough for its task's longest demo (``ceil(T_max / frames per chunk) + max_chunks_margin`` chunks,
+:func:`demo_time_limits`), so a goal as far as the demo's last frame stays reachable; ``max_chunks`` set = the same
+explicit limit for every start state. Finished envs reset in the same call
 ("same-step" autoreset, like gymnasium 0.29's vector envs): the returned observation is already the new episode's
 first one; the last observation of the finished episode is in ``info["final_obs"]``.
 
@@ -17,6 +20,7 @@ goal, as a demo is" counts as success.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -27,6 +31,10 @@ from rla_pipeline.evaluation.metrics import token_l1
 from rla_pipeline.utils.config import from_dict
 
 REWARD_MODES = ("goal", "corresponding")
+# Time limit (chunks) of envs built from a plain start-state tensor with max_chunks null: it has no demo lengths.
+PLAIN_START_MAX_CHUNKS = 8
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,7 +43,11 @@ class ImaginedEnvConfig:
 
     num_envs: int = 64  # B: imagined envs stepped together in one world-model call
     reward_mode: str = "goal"  # "goal" | "corresponding"
-    max_chunks: int = 8  # episode length in action chunks (chunk length H comes from the actions)
+    # episode length in action chunks (chunk length H comes from the actions). None = per start state, from its
+    # task's longest demo (see demo_time_limits; needs StartStates); an int = that limit for every start state
+    # (an explicit override: a limit shorter than a task's demos can make its goal unreachable).
+    max_chunks: int | None = None
+    max_chunks_margin: int = 2  # chunks added to the demo-derived limit (max_chunks None only)
     success_threshold: float = 0.0  # token L1 below which an imagined state counts as success; must be > 0
     reward_scale: float = 1.0  # reward = -reward_scale * L1 (+ success_bonus on success)
     success_bonus: float = 0.0
@@ -53,8 +65,10 @@ class ImaginedEnvConfig:
     def __post_init__(self) -> None:
         if self.reward_mode not in REWARD_MODES:
             raise ValueError(f"ImaginedEnvConfig.reward_mode must be one of {REWARD_MODES}, got {self.reward_mode!r}")
-        if self.num_envs <= 0 or self.max_chunks <= 0:
-            raise ValueError("ImaginedEnvConfig: num_envs and max_chunks must be > 0")
+        if self.num_envs <= 0 or (self.max_chunks is not None and self.max_chunks <= 0):
+            raise ValueError("ImaginedEnvConfig: num_envs and max_chunks (or null = from the demos) must be > 0")
+        if self.max_chunks_margin < 0:
+            raise ValueError("ImaginedEnvConfig.max_chunks_margin must be >= 0")
         if self.success_threshold <= 0:
             raise ValueError("ImaginedEnvConfig.success_threshold must be > 0 (calibrate it with "
                              "calibrate_success_threshold)")
@@ -69,7 +83,8 @@ class StartStates:
     """Where imagined episodes begin and what they are scored against.
 
     tokens (M,N,D): first frame of each demo. goals (M,N,D): its last frame. corresponding (M,L,N,D): the demo frame
-    after k+1 chunks at index k (clamped to the last frame). task (M,) long: task index of each demo.
+    after k+1 chunks at index k (clamped to the last frame; L = the longest time limit). task (M,) long: task index
+    of each demo. max_chunks (M,) long: each start state's time limit in chunks (truncation after that many steps).
     """
 
     tokens: torch.Tensor
@@ -77,26 +92,57 @@ class StartStates:
     corresponding: torch.Tensor
     task: torch.Tensor
     episode_ids: list[str]
+    max_chunks: torch.Tensor | None = None
 
 
-def build_start_states(token_seqs: Sequence[np.ndarray | torch.Tensor], chunk: int, max_chunks: int,
-                       task_index: Sequence[int] | None = None, episode_ids: Sequence[str] | None = None) -> StartStates:
-    """Demo token sequences, each (T_i, N, D) -> :class:`StartStates` for chunk length ``chunk`` (frames per chunk)."""
+def demo_time_limits(lengths: Sequence[int], task_index: Sequence[int], chunk: int, margin: int = 2) -> list[int]:
+    """Per start state: chunks enough to replay its task's longest demo, ``ceil(max T of the task / chunk) + margin``.
+
+    ``lengths``: frames of each demo (one start state each); ``task_index``: its task; ``chunk``: frames one
+    imagined step advances (the executed actions per chunk). The goal is the demo's last frame, so a limit shorter
+    than ``ceil(T / chunk)`` makes it unreachable at the demo's own pace; ``margin`` leaves room for a slower policy.
+    """
+    if chunk < 1 or margin < 0:
+        raise ValueError(f"demo_time_limits: chunk must be >= 1 and margin >= 0, got {chunk}, {margin}")
+    longest: dict[int, int] = {}
+    for T, k in zip(lengths, task_index):
+        longest[int(k)] = max(longest.get(int(k), 0), int(T))
+    return [max(1, -(-longest[int(k)] // chunk)) + margin for k in task_index]
+
+
+def build_start_states(token_seqs: Sequence[np.ndarray | torch.Tensor], chunk: int, max_chunks: int | None = None,
+                       task_index: Sequence[int] | None = None, episode_ids: Sequence[str] | None = None,
+                       margin: int = 2) -> StartStates:
+    """Demo token sequences, each (T_i, N, D) -> :class:`StartStates` for chunk length ``chunk`` (frames per chunk).
+
+    ``max_chunks``: every start state's time limit; None = per start state from its task's longest demo among
+    ``token_seqs`` plus ``margin`` chunks (:func:`demo_time_limits`)."""
     if not token_seqs:
         raise ValueError("build_start_states needs at least one demo token sequence")
+    M = len(token_seqs)
+    task = list(task_index) if task_index is not None else [0] * M
+    seqs = [seq.float() if isinstance(seq, torch.Tensor) else torch.from_numpy(np.asarray(seq, dtype=np.float32))
+            for seq in token_seqs]
+    if max_chunks is None:
+        limits = demo_time_limits([s.shape[0] for s in seqs], task, chunk, margin)
+    else:
+        if max_chunks < 1:
+            raise ValueError(f"build_start_states: max_chunks must be >= 1 (or None = from the demos), "
+                             f"got {max_chunks}")
+        limits = [int(max_chunks)] * M
+    L = max(limits)
     starts, goals, corr = [], [], []
-    for seq in token_seqs:
-        seq = seq.float() if isinstance(seq, torch.Tensor) else torch.from_numpy(np.asarray(seq, dtype=np.float32))
+    for seq in seqs:
         T = seq.shape[0]
         starts.append(seq[0])
         goals.append(seq[T - 1])
-        idx = torch.clamp(torch.arange(1, max_chunks + 1) * chunk, max=T - 1)
+        idx = torch.clamp(torch.arange(1, L + 1) * chunk, max=T - 1)
         corr.append(seq[idx])  # (L, N, D)
-    M = len(token_seqs)
     return StartStates(
         tokens=torch.stack(starts), goals=torch.stack(goals), corresponding=torch.stack(corr),
-        task=torch.as_tensor(list(task_index) if task_index is not None else [0] * M, dtype=torch.long),
+        task=torch.as_tensor(task, dtype=torch.long),
         episode_ids=list(episode_ids) if episode_ids is not None else [str(i) for i in range(M)],
+        max_chunks=torch.as_tensor(limits, dtype=torch.long),
     )
 
 
@@ -120,6 +166,9 @@ class ImaginedVectorEnv:
     world_model: anything with ``predict_next(s_t (B,N,D), actions (B,H,A), action_mask (B,H), generator=None)``.
     start_states: :class:`StartStates` (or a (M,N,D) tensor, then ``goals`` is required: (M,N,D) for "goal",
     (M,L,N,D) for "corresponding").
+    Time limit (chunks) of an episode, per start state (``limit_of_start`` (M,)): ``cfg.max_chunks`` when set (every
+    start state alike), else the StartStates' own ``max_chunks`` (from its task's demos); a plain tensor has no
+    demos: ``PLAIN_START_MAX_CHUNKS`` then, with a warning.
     Observations: dict ``{"tokens": (B,N,D) float32, "task": (B,) long}``.
     """
 
@@ -133,21 +182,34 @@ class ImaginedVectorEnv:
         self.cfg = cfg
         self.device = torch.device(device)
         self.world_model = world_model
+        limits = None
         if isinstance(start_states, StartStates):
             starts = start_states.tokens
             goals = start_states.goals if cfg.reward_mode == "goal" else start_states.corresponding
             task_index = start_states.task
+            limits = start_states.max_chunks
         else:
             starts = start_states
             if goals is None:
                 raise ValueError("ImaginedVectorEnv: pass goals with a plain start-state tensor")
+        M = starts.shape[0]
+        if cfg.max_chunks is not None:
+            limits = torch.full((M,), int(cfg.max_chunks), dtype=torch.long)
+        elif limits is None:  # no demos to size the episodes from
+            logger.warning("ImaginedVectorEnv: max_chunks null but plain start-state tensors carry no demo lengths: "
+                           "%d chunks for every start state (build_start_states sizes them from the demos)",
+                           PLAIN_START_MAX_CHUNKS)
+            limits = torch.full((M,), PLAIN_START_MAX_CHUNKS, dtype=torch.long)
+        limits = torch.as_tensor(limits, dtype=torch.long)
+        if limits.shape != (M,) or int(limits.min()) < 1:
+            raise ValueError(f"per-start time limits must be (M={M},) and >= 1, got {tuple(limits.shape)}")
         want = 3 if cfg.reward_mode == "goal" else 4
         if goals.dim() != want or goals.shape[0] != starts.shape[0] or goals.shape[-2:] != starts.shape[-2:]:
             raise ValueError(f"goals for mode {cfg.reward_mode!r} must be ({'M,N,D' if want == 3 else 'M,L,N,D'}) "
                              f"matching start states {tuple(starts.shape)}; got {tuple(goals.shape)}")
         self.starts = starts.float().to(self.device)  # (M, N, D)
         self.goals = goals.float().to(self.device)  # (M, N, D) | (M, L, N, D)
-        M = starts.shape[0]
+        self.limit_of_start = limits.to(self.device)  # (M,) chunks before truncation
         self.task_of_start = (task_index if task_index is not None else torch.zeros(M, dtype=torch.long)).to(self.device)
         self.num_envs = cfg.num_envs
         self.num_tokens, self.token_dim = starts.shape[1], starts.shape[2]
@@ -218,7 +280,7 @@ class ImaginedVectorEnv:
         success = dist < self.cfg.success_threshold
         reward = -self.cfg.reward_scale * dist + self.cfg.success_bonus * success.float()
         terminated = success if self.cfg.terminate_on_success else torch.zeros_like(success)
-        truncated = (self.k >= self.cfg.max_chunks) & ~terminated
+        truncated = (self.k >= self.limit_of_start[self.start_idx]) & ~terminated
         done = terminated | truncated
         info = {"distance": dist, "success": success, "final_obs": nxt.clone(),
                 "final_task": self.task_of_start[self.start_idx].clone()}

@@ -3,6 +3,9 @@
 Used by the ``pixel_decoder`` Kedro pipeline (thin nodes). Training pairs are (cached DINO tokens of frame t, the
 episode's frame t resized to the decoder's output size), split by episode with the RLA stage's split function, so
 with the same ``split`` block (the default) the world models' validation episodes are never seen by the decoder.
+Two decoders: :func:`train_pixel_decoder` never sees ``split.heldout_task`` (the held-out rows of its metrics, the
+decoded world-model table); :func:`train_pixel_decoder_all_tasks` adds that task's episodes (as ``rla_model`` does)
+and is the one WMRL acts through, with a per-task record of what it trained on (:func:`decoder_training_record`).
 Evaluation reports the decoder's own reconstruction quality on held-out episodes (PSNR, SSIM, LPIPS when local
 weights are given) next to the mean-training-image baseline, and a PNG grid of true vs decoded frames.
 Decoding predicted tokens later: :func:`rla_pipeline.models.pixel_decoder.decode_tokens`.
@@ -24,6 +27,7 @@ import pandas as pd
 from rla_pipeline.stages.common import check_trainer_block, checkpoint_dir, episode_ids, sample_token_stats, trainer_config
 from rla_pipeline.stages.rla import SplitConfig
 from rla_pipeline.stages.rla import split_episodes as rla_split_episodes
+from rla_pipeline.stages.rla import training_episode_ids
 from rla_pipeline.utils.config import from_dict
 
 logger = logging.getLogger(__name__)
@@ -204,13 +208,17 @@ class TokenFrameDataset:
             (3, self.image_size, self.image_size), 0.5)
 
 
-def build_pixel_decoder_datasets(feature_cache, episode_store, splits: pd.DataFrame, params: dict):
-    """-> (train TokenFrameDataset, val TokenFrameDataset | None) over the train/val splits."""
+def build_pixel_decoder_datasets(feature_cache, episode_store, splits: pd.DataFrame, params: dict,
+                                 include_heldout_task: bool = False):
+    """-> (train TokenFrameDataset, val TokenFrameDataset | None) over the train/val splits.
+
+    ``include_heldout_task``: the train set also holds every episode of the held-out task
+    (``stages.rla.training_episode_ids``); validation is the val split either way."""
     from rla_pipeline.models.pixel_decoder import PixelDecoderConfig
 
     p = PixelDecoderStageConfig.from_dict(params)
     size = PixelDecoderConfig.from_dict(p.model).image_size  # also checks the model block before decoding videos
-    train_ids, val_ids = episode_ids(splits, "train"), episode_ids(splits, "val")
+    train_ids, val_ids = training_episode_ids(splits, include_heldout_task), episode_ids(splits, "val")
     if not train_ids:
         raise ValueError("pixel_decoder: the split has no train episodes (ingest more or lower split.val_fraction)")
     train_ds = TokenFrameDataset(feature_cache, episode_store, train_ids, size, p.mask_background)
@@ -232,23 +240,60 @@ def build_pixel_decoder(feature_cache, train_ds: TokenFrameDataset, params: dict
     return model
 
 
-def train_pixel_decoder(feature_cache, episode_store, splits: pd.DataFrame, params: dict, device: str,
-                        checkpoint_root: str | None = None):
-    """Train the decoder on the train split through the shared trainer -> trained model (CPU, eval mode;
-    checkpoints in ``<checkpoint_root>/pixel_decoder``)."""
+def _train_decoder(feature_cache, episode_store, splits: pd.DataFrame, params: dict, device: str,
+                   checkpoint_root: str | None, include_heldout_task: bool, run_name: str):
+    """-> (trained model (CPU, eval mode), its train TokenFrameDataset); checkpoints in
+    ``<checkpoint_root>/<run_name>``."""
     from rla_pipeline.models.pixel_decoder import pixel_decoder_loss
     from rla_pipeline.training.trainer import train
 
     p = PixelDecoderStageConfig.from_dict(params)
-    train_ds, val_ds = build_pixel_decoder_datasets(feature_cache, episode_store, splits, params)
-    trainer_cfg = trainer_config(p.trainer, run_name="pixel_decoder", device=device,
-                                 checkpoint_dir=checkpoint_dir(checkpoint_root, "pixel_decoder"))
+    train_ds, val_ds = build_pixel_decoder_datasets(feature_cache, episode_store, splits, params, include_heldout_task)
+    trainer_cfg = trainer_config(p.trainer, run_name=run_name, device=device,
+                                 checkpoint_dir=checkpoint_dir(checkpoint_root, run_name))
     model = build_pixel_decoder(feature_cache, train_ds, params, seed=trainer_cfg.seed)
-    logger.info("pixel decoder: %d train frames (%d episodes), %d val frames; %d parameters", len(train_ds),
+    logger.info("%s: %d train frames (%d episodes), %d val frames; %d parameters", run_name, len(train_ds),
                 len(train_ds.episode_ids), len(val_ds) if val_ds else 0, sum(q.numel() for q in model.parameters()))
     result = train(model, pixel_decoder_loss, train_ds, val_ds, trainer_cfg)
-    logger.info("pixel decoder final validation: %s", result.final_val)
-    return result.model
+    logger.info("%s final validation: %s", run_name, result.final_val)
+    return result.model, train_ds
+
+
+def train_pixel_decoder(feature_cache, episode_store, splits: pd.DataFrame, params: dict, device: str,
+                        checkpoint_root: str | None = None):
+    """Train the decoder on the train split through the shared trainer -> trained model (CPU, eval mode;
+    checkpoints in ``<checkpoint_root>/pixel_decoder``). The held-out task (``split.heldout_task``) is never seen:
+    this is the decoder of ``pixel_decoder_metrics`` (its heldout_task rows) and of the decoded world-model table."""
+    return _train_decoder(feature_cache, episode_store, splits, params, device, checkpoint_root,
+                          include_heldout_task=False, run_name="pixel_decoder")[0]
+
+
+def decoder_training_record(model, train_ds: TokenFrameDataset, splits: pd.DataFrame) -> pd.DataFrame:
+    """Which tasks a decoder was trained on: one row per task with its training episodes and frames, and the
+    decoder's weights digest (``utils.hashing.state_dict_digest``), so a reader can tell the record is of the very
+    decoder it holds (``stages.wmrl.check_decoder_covers_tasks``)."""
+    from rla_pipeline.utils.hashing import state_dict_digest
+
+    task_of = splits.set_index("episode_id")["task"]
+    per_ep = np.bincount(train_ds.index[:, 0], minlength=len(train_ds.episode_ids)) if len(train_ds) else \
+        np.zeros(len(train_ds.episode_ids), dtype=np.int64)
+    df = pd.DataFrame({"task": [task_of[e] for e in train_ds.episode_ids], "frames": per_ep})
+    out = df.groupby("task", sort=True).agg(train_episodes=("frames", "size"), train_frames=("frames", "sum"))
+    return out.reset_index().assign(decoder_digest=state_dict_digest(model))
+
+
+def train_pixel_decoder_all_tasks(feature_cache, episode_store, splits: pd.DataFrame, params: dict, device: str,
+                                  checkpoint_root: str | None = None):
+    """The decoder WMRL acts through: the same recipe on the same split's train episodes PLUS every episode of the
+    held-out task (``stages.rla.training_episode_ids``, as ``rla_model``), so it has seen every task Table 3
+    reports. -> (model, training record (:func:`decoder_training_record`)); checkpoints in
+    ``<checkpoint_root>/pixel_decoder_all_tasks``. The held-out :func:`train_pixel_decoder` stays the decoder of the
+    generalisation rows."""
+    model, train_ds = _train_decoder(feature_cache, episode_store, splits, params, device, checkpoint_root,
+                                     include_heldout_task=True, run_name="pixel_decoder_all_tasks")
+    record = decoder_training_record(model, train_ds, splits)
+    logger.info("pixel_decoder_all_tasks trained on:\n%s", record.drop(columns="decoder_digest").to_string(index=False))
+    return model, record
 
 
 def _eval_frames(ds: TokenFrameDataset, max_frames: int) -> np.ndarray:

@@ -2,7 +2,8 @@
 -token L1 to the goal frame), started from a behaviour-cloned policy. Two policies (``rl.policy``):
 
 - ``bc_resnet`` (the paper's): the image BC-ResNet of Table 2's BC row (trained on rendered frames) acts on the
-  world model's states decoded to RGB by the pixel decoder (``rl.decoded_env``); PPO adds a log-std and a value head
+  world model's states decoded to RGB by the pixel decoder trained on every task (``pixel_decoder_model_all_tasks``,
+  checked by :func:`check_decoder_covers_tasks`; ``rl.decoded_env``); PPO adds a log-std and a value head
   (``rl.actor_critic.ImageActorCritic``). The result is again a BC-ResNet, run on rendered frames in the simulator.
 - ``token``: a TokenPolicy behaviour-cloned on cached DINO tokens acts on the tokens directly (no decoder).
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -42,9 +44,10 @@ class WMRLConfig:
     (ImageActorCriticConfig: what PPO trains of the BC-ResNet); token_policy (TokenPolicyConfig; tokens/actions/
     tasks come from the data); bc_trainer (TrainerConfig fields but run_name/seed/device/
     checkpoint_dir); env (ImaginedEnvConfig fields; success_threshold 0 = calibrate from demos; reward_scale
-    unset = rewards in units of the threshold); success_quantile (calibration quantile of demo "one chunk before
-    the end" distances); ppo (PPOConfig; seed/device come from the run). The imagined success before/after PPO
-    scores exactly one episode per start state (every labelled demo's first frame)."""
+    unset = rewards in units of the threshold; max_chunks null = each start state's time limit from its task's
+    longest labelled demo, see :func:`make_imagined_env`); success_quantile (calibration quantile of demo "one
+    chunk before the end" distances); ppo (PPOConfig; seed/device come from the run). The imagined success
+    before/after PPO scores exactly one episode per start state (every labelled demo's first frame)."""
 
     policy: str = "bc_resnet"
     episodes: EpisodeChoiceConfig = field(default_factory=EpisodeChoiceConfig)
@@ -105,8 +108,35 @@ def train_token_bc(feature_cache, episode_index: pd.DataFrame, params, tasks: Se
     return result.model, result.history.assign(run=run_name)
 
 
+def time_limits_by_task(task_of_start: torch.Tensor, limits: torch.Tensor, tasks: Sequence[str]) -> dict[str, int]:
+    """Imagined time limit (chunks) of each task's start states (the longest, should they differ)."""
+    out: dict[str, int] = {}
+    for k, lim in zip(task_of_start.tolist(), limits.tolist()):
+        out[tasks[k]] = max(out.get(tasks[k], 0), int(lim))
+    return out
+
+
+def _log_time_limits(starts, lengths: Sequence[int], executed: int, tasks: Sequence[str]) -> None:
+    """Log each task's imagined time limit; warn where it is shorter than the task's longest demo needs (an explicit
+    ``rl.env.max_chunks`` below ``ceil(T / executed)``: imagined success is then out of reach at the demo's pace)."""
+    need: dict[str, int] = {}
+    for k, T in zip(starts.task.tolist(), lengths):
+        need[tasks[k]] = max(need.get(tasks[k], 0), -(-int(T) // executed))
+    limits = time_limits_by_task(starts.task, starts.max_chunks, tasks)
+    logger.info("imagined time limits (chunks of %d frames) per task: %s; the longest demo needs %s", executed,
+                limits, need)
+    short = {t: (limits[t], n) for t, n in need.items() if limits[t] < n}
+    if short:
+        logger.warning("rl.env.max_chunks is shorter than the demos of %s ((limit, chunks the longest demo needs)): "
+                       "the goal (the demo's last frame) is out of reach there; null = from the demos", short)
+
+
 def make_imagined_env(world_model, cache, index, tasks, params, chunk: int, device: str = "cpu"):
-    """Imagined env over demo start states with the success threshold calibrated when not set. -> (env, threshold)."""
+    """Imagined env over demo start states with the success threshold calibrated when not set. -> (env, threshold).
+
+    Time limit per start state: ``rl.env.max_chunks`` when set, else from its task's longest labelled demo,
+    ``ceil(T_max / executed actions per chunk) + rl.env.max_chunks_margin`` (``rl.imagined_env.demo_time_limits``).
+    """
     cfg = WMRLConfig.from_dict(params)
     tasks = list(tasks)
     sel, tokens, task_idx = demo_tokens(cache, index, tasks, cfg)
@@ -120,7 +150,9 @@ def make_imagined_env(world_model, cache, index, tasks, params, chunk: int, devi
         env_cfg.reward_scale = 1.0 / thr
     # frames advanced per imagined step: the executed actions, not the predicted chunk ("corresponding" rewards)
     executed = min(chunk, env_cfg.execute_steps or chunk)
-    starts = build_start_states(tokens, executed, env_cfg.max_chunks, task_idx, sel.labelled)
+    starts = build_start_states(tokens, executed, env_cfg.max_chunks, task_idx, sel.labelled,
+                                margin=env_cfg.max_chunks_margin)
+    _log_time_limits(starts, [len(t) for t in tokens], executed, tasks)
     env = ImaginedVectorEnv(world_model.eval(), starts, cfg=env_cfg, device=device)
     if len(getattr(world_model, "robots", None) or []) > 1:  # robot of each start state, from the episode index
         robot_of = index.set_index("episode_id")["robot"]
@@ -152,18 +184,24 @@ def camera_size(index: pd.DataFrame, tasks: Sequence[str], evaluation_params: di
 
 
 def decoding_gap(policy: BCResNetPolicy, env, store, episode_ids: Sequence[str], task_idx: Sequence[int],
-                 max_frames: int = 64) -> dict[str, float]:
+                 max_frames: int = 64, task_names: Sequence[str] | None = None) -> dict[str, Any]:
     """How differently the BC-ResNet acts on a decoded frame than on the rendered frame it stands for.
 
-    Over the start frames of ``episode_ids`` (the imagined env's start states, at most ``max_frames``): mean |a(real) -
-    a(decoded)| of the action chunks, mean |a(real)| for scale, and the PSNR (dB) of the decoded frames against the
-    real ones at the simulator's camera size.
+    Over the start frames of ``episode_ids`` (the imagined env's start states, in its order; at most ``max_frames``,
+    evenly spread over them so every task is in): mean |a(real) - a(decoded)| of the action chunks
+    (``gap_action_l1``), mean |a(real)| for scale (``gap_action_scale``), and the PSNR (dB) of the decoded frames
+    against the real ones at the simulator's camera size. ``task_names`` adds ``gap_by_task``: JSON
+    {task: {"gap_action_l1", "gap_action_scale", "frames"}} (Table 3 shows it per task).
     """
+    import numpy as np
     import torch.nn.functional as F
 
     from rla_pipeline.evaluation.image_metrics import psnr
 
-    ids, tidx = list(episode_ids)[:max_frames], list(task_idx)[:max_frames]
+    M = min(len(episode_ids), env.starts.shape[0])
+    picks = (np.arange(M) if M <= max_frames else
+             np.unique(np.linspace(0, M - 1, max_frames).round().astype(np.int64)))
+    ids, tidx = [list(episode_ids)[i] for i in picks], [int(list(task_idx)[i]) for i in picks]
     real = []
     for eid in ids:
         f = torch.from_numpy(store.read_frames(eid)[0]).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W)
@@ -173,24 +211,61 @@ def decoding_gap(policy: BCResNetPolicy, env, store, episode_ids: Sequence[str],
         real.append((f.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1))
     real = torch.cat(real)  # (M, S, S, 3) uint8
     dev = env.device
-    decoded = env.decode(env.starts[: len(ids)]).to(dev)
+    decoded = env.decode(env.starts[torch.as_tensor(picks, dtype=torch.long, device=env.starts.device)]).to(dev)
     task = torch.as_tensor(tidx, dtype=torch.long, device=dev) if policy.config.num_tasks else None
     policy = policy.to(dev).eval()
     with torch.no_grad():
         a_real, a_dec = policy(real.to(dev), task=task), policy(decoded, task=task)
     to_f = lambda x: x.permute(0, 3, 1, 2).float().cpu() / 255.0  # noqa: E731
-    return {"gap_action_l1": float((a_real - a_dec).abs().mean()), "gap_action_scale": float(a_real.abs().mean()),
-            "gap_decoded_psnr": float(psnr(to_f(decoded), to_f(real), max_db=100.0).mean()), "gap_frames": float(len(ids))}
+    diff = (a_real - a_dec).abs().flatten(1).mean(1).cpu()  # (M,) per frame
+    scale = a_real.abs().flatten(1).mean(1).cpu()
+    out: dict[str, Any] = {
+        "gap_action_l1": float(diff.mean()), "gap_action_scale": float(scale.mean()),
+        "gap_decoded_psnr": float(psnr(to_f(decoded), to_f(real), max_db=100.0).mean()), "gap_frames": float(len(ids))}
+    if task_names is not None:
+        t = torch.as_tensor(tidx)
+        out["gap_by_task"] = json.dumps({
+            task_names[k]: {"gap_action_l1": float(diff[t == k].mean()),
+                            "gap_action_scale": float(scale[t == k].mean()), "frames": int((t == k).sum())}
+            for k in sorted(set(tidx))}, sort_keys=True)
+    return out
+
+
+def check_decoder_covers_tasks(pixel_decoder, training_record: pd.DataFrame, needed: Sequence[str],
+                               table3: Sequence[str] = ()) -> None:
+    """Raise when the decoder WMRL acts through never saw a task WMRL imagines or Table 3 evaluates.
+
+    ``training_record``: the decoder's per-task training table (``stages.pixel_decoder.decoder_training_record``:
+    task, train_episodes, decoder_digest). Its digest must be ``pixel_decoder``'s own (else the record is of another
+    decoder); every task of ``needed`` (the imagined env's start-state tasks) and ``table3`` must have >= 1 training
+    episode. A decoder with ``pixel_decoder.split.heldout_task`` held out fails here for that task."""
+    from rla_pipeline.utils.hashing import state_dict_digest
+
+    digests = set(training_record["decoder_digest"])
+    if digests != {state_dict_digest(pixel_decoder)}:
+        raise ValueError("the pixel decoder's training record is of another decoder (weights digest differs): "
+                         "pass pixel_decoder_model_all_tasks with its own pixel_decoder_all_tasks_training")
+    seen = set(training_record.loc[training_record["train_episodes"] > 0, "task"])
+    missing = [t for t in dict.fromkeys([*table3, *needed]) if t not in seen]
+    if missing:
+        in_t3 = [t for t in missing if t in set(table3)]
+        raise ValueError(f"the pixel decoder WMRL acts through never saw task(s) {missing}"
+                         + (f" ({in_t3} reported in Table 3)" if in_t3 else "") + f"; it was trained on "
+                         f"{sorted(seen)}. WMRL needs a decoder trained on every task (pixel_decoder_model_all_tasks,"
+                         " not the held-out pixel_decoder_model)")
 
 
 def train_wmrl(world_model, start_policy, feature_cache, episode_index: pd.DataFrame, params,
                tasks: Sequence[str], seed: int, device: str, pixel_decoder=None, episodes=None,
-               evaluation_params: dict | None = None):
+               evaluation_params: dict | None = None, pixel_decoder_training: pd.DataFrame | None = None):
     """PPO inside the world model from ``start_policy``. -> (policy, ppo history, imagined-env calibration).
 
     ``rl.policy`` "bc_resnet": ``start_policy`` is a BCResNetPolicy acting on ``pixel_decoder``'s RGB of the
     imagined states at the simulator's camera size (from ``evaluation_params``, see :func:`camera_size`);
     ``episodes`` (the episode store, optional) adds the decoding-gap diagnostics (:func:`decoding_gap`).
+    ``pixel_decoder_training`` (the decoder's per-task training record; the pipeline always passes it):
+    :func:`check_decoder_covers_tasks` raises when the decoder never saw a start-state or Table 3 task
+    (None: not checked, a warning says so).
     "token": a TokenPolicy on the tokens (``pixel_decoder``/``episodes`` unused).
     The calibration row also holds the imagined env's speed (chunk-steps/s, decoder in the loop when there is one).
     """
@@ -213,17 +288,28 @@ def train_wmrl(world_model, start_policy, feature_cache, episode_index: pd.DataF
     world_model = world_model.to(dev)
     chunk = start_policy.config.chunk
     env, thr = make_imagined_env(world_model, feature_cache, episode_index, tasks, cfg, chunk, device=str(dev))
+    limits_by_task = time_limits_by_task(env.task_of_start, env.limit_of_start, tasks)
     extra: dict[str, Any] = {"policy": cfg.policy}
     if cfg.policy == "bc_resnet":
         if pixel_decoder is None:
-            raise ValueError("rl.policy bc_resnet needs the pixel decoder (pixel_decoder_model): run its pipeline")
+            raise ValueError("rl.policy bc_resnet needs the pixel decoder (pixel_decoder_model_all_tasks): run its "
+                             "pipeline")
+        if pixel_decoder_training is not None:
+            from rla_pipeline.stages.evaluation import EvaluationConfig, table3_tasks
+
+            start_tasks = [tasks[k] for k in sorted(set(env.task_of_start.tolist()))]
+            check_decoder_covers_tasks(pixel_decoder, pixel_decoder_training, start_tasks,
+                                       table3_tasks(EvaluationConfig.from_dict(evaluation_params or {}), tasks))
+        else:
+            logger.warning("WMRL: the pixel decoder's training tasks are unknown (no training record): not checked "
+                           "that it saw every task WMRL imagines and Table 3 reports")
         size = camera_size(episode_index, tasks, evaluation_params)
         env = DecodedImageEnv(env, pixel_decoder, size)
         ac = ImageActorCritic(copy.deepcopy(start_policy), cfg.bc_resnet)
         extra.update(image_size=size, trainable=cfg.bc_resnet.trainable)
         if episodes is not None:
             sel, _, task_idx = demo_tokens(feature_cache, episode_index, tasks, cfg)
-            extra.update(decoding_gap(start_policy, env, episodes, sel.labelled, task_idx))
+            extra.update(decoding_gap(start_policy, env, episodes, sel.labelled, task_idx, task_names=tasks))
     else:
         ac = copy.deepcopy(start_policy)
     speed = imagined_steps_per_second(env, torch.zeros(env.num_envs, chunk, start_policy.config.action_dim,
@@ -239,7 +325,10 @@ def train_wmrl(world_model, start_policy, feature_cache, episode_index: pd.DataF
     calib = pd.DataFrame([{
         "success_threshold": thr, "threshold_source": "configured" if cfg.env.get("success_threshold") else
         f"calibrated: q{cfg.success_quantile} of demo L1(s_T-1-chunk, s_T-1)",
-        "reward_mode": env.cfg.reward_mode, "num_envs": env.num_envs, "chunk": chunk, "max_chunks": env.cfg.max_chunks,
+        "reward_mode": env.cfg.reward_mode, "num_envs": env.num_envs, "chunk": chunk,
+        "max_chunks": int(env.limit_of_start.max()), "max_chunks_source":
+        "configured" if env.cfg.max_chunks is not None else f"demos (+{env.cfg.max_chunks_margin} chunks)",
+        "max_chunks_by_task": json.dumps(limits_by_task, sort_keys=True),
         "executed_per_chunk": min(chunk, env.cfg.execute_steps or chunk), **extra,
         **{f"before_{k}": v for k, v in before.items()}, **{f"after_{k}": v for k, v in after.items()},
     }])
@@ -248,5 +337,6 @@ def train_wmrl(world_model, start_policy, feature_cache, episode_index: pd.DataF
                           "wmrl/imagined_return_before": before["mean_return"],
                           "wmrl/imagined_return_after": after["mean_return"], "wmrl/success_threshold": thr,
                           "wmrl/imagined_env_chunks_per_s": extra["imagined_env_chunks_per_s"],
-                          **{f"wmrl/{k}": v for k, v in extra.items() if k.startswith("gap_")}})
+                          **{f"wmrl/{k}": v for k, v in extra.items()
+                             if k.startswith("gap_") and isinstance(v, float)}})
     return result.policy.cpu().eval(), result.history, calib

@@ -1,7 +1,10 @@
 """``pixel_decoder`` pipeline: split episodes -> train the DINO-to-RGB decoder -> reconstruction quality + PNG grid
-(``stages.pixel_decoder``, tag ``pixel_decoder``), then the world models' rollouts decoded to RGB -> SSIM / PSNR
-table against the true frames + pictures of imagined rollouts (``stages.world_model_images``, tag
-``decoded_world_model``; needs the trained world models, so ``--tags=pixel_decoder`` runs the decoder alone)."""
+(``stages.pixel_decoder``, tag ``pixel_decoder``), plus ``pixel_decoder_model_all_tasks``: the same recipe on the
+same split with the held-out task's episodes added (the decoder WMRL acts through; ``pixel_decoder_model`` never
+sees ``pixel_decoder.split.heldout_task`` and keeps the generalisation rows), then the world models' rollouts
+decoded to RGB -> SSIM / PSNR table against the true frames + pictures of imagined rollouts
+(``stages.world_model_images``, tag ``decoded_world_model``; needs the trained world models, so
+``--tags=pixel_decoder`` runs the decoders alone)."""
 from kedro.pipeline import Node, Pipeline
 
 from rla_pipeline.pipelines.parameters_check import check_parameters_node
@@ -23,6 +26,10 @@ def decoder_pipeline() -> Pipeline:
             Node(pixel_decoder.evaluate_pixel_decoder,
                  ["pixel_decoder_model", "feature_cache", "episodes", "pixel_decoder_splits", "params:pixel_decoder"],
                  ["pixel_decoder_metrics", "pixel_decoder_grid"], name="evaluate_pixel_decoder"),
+            Node(pixel_decoder.train_pixel_decoder_all_tasks,
+                 ["feature_cache", "episodes", "pixel_decoder_splits", "params:pixel_decoder", "params:device",
+                  "params:checkpoint_root"], ["pixel_decoder_model_all_tasks", "pixel_decoder_all_tasks_training"],
+                 name="train_pixel_decoder_all_tasks"),
         ],
         tags="pixel_decoder",
     )
