@@ -89,10 +89,14 @@ def main(argv=None) -> int:
     t = read(rep, "rla_temporal_progression")
     if t is not None:
         p("## Temporal progression (claim 1.3) with its shuffled-z control\n")
-        p(f"mean Spearman over {len(t)} pairs: true z {t['spearman'].mean():.3f}, "
-          f"shuffled z {t['spearman_shuffled_z'].mean():.3f} (paired difference "
-          f"{(t['spearman'] - t['spearman_shuffled_z']).mean():+.3f}; true z better on "
-          f"{(t['spearman'] > t['spearman_shuffled_z']).mean() * 100:.0f} % of pairs)\n")
+        if "progress_at_1_diff" in t:  # one row per h: true z - shuffled z with episode-bootstrap intervals
+            cols = ["h", "pairs", "episodes", "donors", "decoder_over_copy", "progress_at_1", "progress_at_1_shuffled_z",
+                    "progress_at_1_diff", "progress_at_1_diff_ci_low", "progress_at_1_diff_ci_high", "spearman_diff",
+                    "spearman_diff_ci_low", "spearman_diff_ci_high", "verdict"]
+            p(md(t[[c for c in cols if c in t]], 3) + "\n")
+        else:  # tables written before the per-h summary: one row per pair
+            p(f"mean Spearman over {len(t)} pairs: true z {t['spearman'].mean():.3f}, "
+              f"shuffled z {t['spearman_shuffled_z'].mean():.3f}\n")
 
     t = read(rep, "pixel_decoder_metrics")
     if t is not None:
