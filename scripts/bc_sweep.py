@@ -2,7 +2,8 @@
 ``stages.bc.train_bc_policy``) under each setting and score it in the real simulator on the same seeds.
 
 Reads the episodes a run already made (``<data>/01_raw/episodes`` and its index), so it costs only training and
-evaluation. Each setting is a name and a JSON dict merged into ``actionless_bc`` (``conf/base`` values otherwise);
+evaluation. Each setting is a name and a JSON dict merged into ``actionless_bc`` (``conf/base`` values otherwise,
+but ``decoded_copies`` off: the sweep has no pixel decoder; BC is scored on rendered frames either way);
 ``execute`` is taken out of it and used as ``evaluation.sim.execute_steps``.
 
     python scripts/bc_sweep.py --data data --tasks PullCube-v1 PokeCube-v1 --episodes 20 \
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "base"
     base_bc = yaml.safe_load((conf / "parameters_actionless_bc.yml").read_text())["actionless_bc"]
+    base_bc["decoded_copies"] = False
     base_eval = yaml.safe_load((conf / "parameters_evaluation.yml").read_text())["evaluation"]
     tasks = a.tasks or yaml.safe_load((conf / "parameters.yml").read_text())["tasks"]
     eval_tasks = a.eval_tasks or tasks

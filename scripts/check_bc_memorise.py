@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     meta = store.read_meta(eid)
     params = {"episodes": {"n_labelled_per_task": 1, "n_val_per_task": 0, "max_actionless_per_task": 0},
               "policy": {"backbone": "resnet10t", "image_size": 64, "chunk": 8, "hidden": 256},
-              "loss": {"random_shift": 0},
+              "loss": {"random_shift": 0}, "decoded_copies": False,
               "trainer": {"max_steps": a.steps, "batch_size": 32, "lr": 1e-3, "warmup_steps": 20, "schedule": "cosine",
                           "log_every": 50, "val_every": 10**9, "checkpoint_every": 10**9}}
     policy, hist = train_bc_policy(store, index, [a.task], params, 0, "cpu", "bc_memorise")

@@ -9,7 +9,7 @@ import torch
 from rla_pipeline.models.pixel_decoder import PixelDecoder, PixelDecoderConfig, decode_tokens
 from rla_pipeline.models.policy import BCResNetConfig, BCResNetPolicy
 from rla_pipeline.rl.actor_critic import ImageActorCritic, ImageActorCriticConfig
-from rla_pipeline.rl.decoded_env import DecodedImageEnv
+from rla_pipeline.rl.decoded_env import DecodedImageEnv, decode_to_images
 from rla_pipeline.rl.imagined_env import ImaginedEnvConfig, ImaginedVectorEnv, evaluate_start_states
 from rla_pipeline.rl.ppo import PPOConfig, evaluate_imagined, train_ppo
 
@@ -73,6 +73,15 @@ def test_observation_is_the_decoded_state_as_the_simulator_frame_type():
     assert torch.equal(nxt["image"], env.decode(nxt["tokens"]))
     # the BC-ResNet takes it exactly as it takes a simulator frame
     assert _policy().act(nxt["image"]).shape == (4, H, A)
+
+
+def test_decode_to_images_is_the_envs_decoding():
+    """One function decodes for the env and for BC's decoded copies (stages.bc): the same frames, in any batches."""
+    env = _env(num_envs=4, image_size=48)
+    obs = env.reset_to(torch.tensor([0, 1, 0, 1]), seed=0)
+    assert torch.equal(decode_to_images(env.decoder, obs["tokens"], 48), obs["image"])
+    assert torch.equal(decode_to_images(env.decoder, obs["tokens"], 48, batch=3), obs["image"])
+    assert decode_to_images(env.decoder, obs["tokens"][:0], 48).shape == (0, 48, 48, 3)
 
 
 def test_decoder_must_read_the_world_models_tokens():

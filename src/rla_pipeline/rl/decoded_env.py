@@ -7,6 +7,9 @@ BC-ResNet receives from ManiSkill in ``rl.sim_eval`` (it then resizes to its own
 places). ``info["final_image"]`` is the decoded last state of episodes that ended this step (PPO bootstraps
 truncated episodes from it).
 
+:func:`decode_to_images` is that decoding on its own (tokens -> camera-size uint8 frames); behaviour cloning
+(``stages.bc``, ``actionless_bc.decoded_copies``) calls it to train the BC-ResNet on the very frames it will see here.
+
 Domain gap: decoded frames are blurrier than rendered ones (the decoder's PSNR/SSIM is in
 ``pixel_decoder_metrics``); docs/rl.md says how WMRL handles it.
 """
@@ -14,6 +17,26 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+@torch.no_grad()
+def decode_to_images(decoder, tokens: torch.Tensor, image_size: int, batch: int = 256) -> torch.Tensor:
+    """Raw DINO tokens (B, N, D) -> uint8 (B, image_size, image_size, 3) on the decoder's device: the decoder's RGB
+    clamped to [0, 1], resized to ``image_size`` (antialiased bilinear, as ``frames_to_images``) when its output
+    size differs, rounded to uint8. ``decoder``: a PixelDecoder in eval mode; ``tokens`` on any device, any float
+    dtype (decoded in float32, ``batch`` frames at a time)."""
+    image_size = int(image_size)
+    device = next(decoder.parameters()).device
+    out = []
+    for i in range(0, tokens.shape[0], batch):
+        rgb = decoder(tokens[i:i + batch].to(device).float()).clamp(0.0, 1.0)  # (b, 3, S, S)
+        if rgb.shape[-1] != image_size or rgb.shape[-2] != image_size:
+            rgb = F.interpolate(rgb, size=(image_size, image_size), mode="bilinear", antialias=True,
+                                align_corners=False).clamp(0.0, 1.0)
+        out.append((rgb * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1))
+    if not out:
+        return torch.empty(0, image_size, image_size, 3, dtype=torch.uint8, device=device)
+    return torch.cat(out).contiguous()
 
 
 class DecodedImageEnv:
@@ -41,17 +64,9 @@ class DecodedImageEnv:
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Raw DINO tokens (B, N, D) -> uint8 (B, image_size, image_size, 3) on the env's device."""
-        out = []
-        for i in range(0, tokens.shape[0], self.decode_batch):
-            rgb = self.decoder(tokens[i:i + self.decode_batch].float()).clamp(0.0, 1.0)  # (b, 3, S, S)
-            if rgb.shape[-1] != self.image_size:  # same resize as frames_to_images (antialiased bilinear)
-                rgb = F.interpolate(rgb, size=(self.image_size, self.image_size), mode="bilinear",
-                                    antialias=True, align_corners=False).clamp(0.0, 1.0)
-            out.append((rgb * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1))
-        if not out:
-            return torch.empty(0, self.image_size, self.image_size, 3, dtype=torch.uint8, device=tokens.device)
-        return torch.cat(out).contiguous()
+        """Raw DINO tokens (B, N, D) -> uint8 (B, image_size, image_size, 3) on the env's device
+        (:func:`decode_to_images`)."""
+        return decode_to_images(self.decoder, tokens, self.image_size, self.decode_batch)
 
     def _with_image(self, obs: dict) -> dict:
         return {**obs, "image": self.decode(obs["tokens"])}

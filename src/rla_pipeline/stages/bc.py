@@ -5,6 +5,12 @@ frozen RLA encoder. Both get the same labelled episodes, seed, initial weights a
 batches in the same order: a training item is one labelled frame (the one the shared sampler picks) plus, for
 BC+RLA only, ``actionless_per_labelled`` actionless frames ADDED on top (drawn from (seed, epoch, index)). So BC+RLA
 sees every labelled sample BC sees, when BC sees it, and the actionless videos come in addition, never instead.
+
+``decoded_copies`` (on by default): every labelled training episode is also a second labelled episode whose
+frames are the pixel decoder's RGB of its cached DINO tokens, decoded exactly as WMRL's BC-ResNet sees imagined
+states (``rl.decoded_env.decode_to_images`` at the simulator camera's size, then resized to the policy's
+``image_size`` like any frame); same actions, same task. BC and BC+RLA get the same copies; validation stays on
+rendered frames. Without them the policy acts on decoded frames as on unrelated images (``stages.wmrl.decoding_gap``).
 No Kedro here.
 """
 from __future__ import annotations
@@ -40,7 +46,12 @@ class ActionlessBCConfig:
     labelled one, so a batch of B labelled frames carries B * k actionless ones on top); use_mask (multiply frames
     by the foreground mask; then evaluation.sim.mask_images); balance_tasks (each task's frames repeated so every
     task is drawn about equally often: without it a task's share is its share of the frames, and the long tasks
-    (PushT's demos are ~5x PullCube's) crowd out the short ones)."""
+    (PushT's demos are ~5x PullCube's) crowd out the short ones); decoded_copies (every labelled training episode
+    is added a second time with its frames replaced by the pixel decoder's RGB of its cached DINO tokens, decoded
+    as WMRL's policy sees imagined states: same actions, task and z targets; for BC and BC+RLA alike, validation
+    on rendered frames only; needs the feature cache, ``pixel_decoder_model_all_tasks`` and the simulator camera's
+    size from ``params:evaluation``. It teaches the policy to act on decoded frames as on the rendered frames they
+    stand for, which WMRL's PPO in imagination relies on; off: rendered frames only)."""
 
     episodes: EpisodeChoiceConfig = field(default_factory=EpisodeChoiceConfig)
     policy: BCResNetConfig = field(default_factory=BCResNetConfig)
@@ -49,6 +60,7 @@ class ActionlessBCConfig:
     actionless_per_labelled: int = 1
     use_mask: bool = False
     balance_tasks: bool = True
+    decoded_copies: bool = True
 
     def __post_init__(self) -> None:
         self.trainer = check_trainer_block(self.trainer, "actionless_bc.trainer")
@@ -172,13 +184,39 @@ def _image_episodes(store, index, eids, tasks, size, use_mask, with_actions, z_o
     return eps
 
 
-def bc_datasets(store, index, tasks, cfg: ActionlessBCConfig, sel, pconf, action_dim: int, seed: int, z_of=None):
+def decoded_frames_fn(cache, pixel_decoder, camera_size: int, device: str = "cpu", batch: int = 256):
+    """-> eid -> uint8 (T, camera_size, camera_size, 3) numpy: the pixel decoder's RGB of the episode's cached DINO
+    tokens, decoded as WMRL's policy sees imagined states (:func:`rla_pipeline.rl.decoded_env.decode_to_images`)."""
+    import copy
+
+    from rla_pipeline.rl.decoded_env import decode_to_images
+
+    decoder = copy.deepcopy(pixel_decoder).to(device).eval()
+    for p in decoder.parameters():
+        p.requires_grad_(False)
+
+    def frames_of(eid: str) -> np.ndarray:
+        tokens = torch.from_numpy(np.array(cache.tokens(eid), dtype=np.float32))  # copy: cache memmaps are read-only
+        return decode_to_images(decoder, tokens, camera_size, batch).cpu().numpy()
+
+    return frames_of
+
+
+def bc_datasets(store, index, tasks, cfg: ActionlessBCConfig, sel, pconf, action_dim: int, seed: int, z_of=None,
+                decoded_of=None):
     """-> (train LabelledPlusActionless, val LabelledPlusActionless | None). ``z_of`` None: BC (labelled only);
-    else BC+RLA (z targets on every frame, ``cfg.actionless_per_labelled`` actionless frames added per item)."""
+    else BC+RLA (z targets on every frame, ``cfg.actionless_per_labelled`` actionless frames added per item).
+    ``decoded_of`` (eid -> decoded uint8 frames at the camera size, :func:`decoded_frames_fn`): each labelled episode
+    is added again with those frames (after all the rendered ones; same actions, task and z); required when
+    ``cfg.decoded_copies``, ignored otherwise. Validation: rendered frames only."""
     with_latent = z_of is not None
     size, e = pconf.image_size, cfg.episodes
     latent_shape = (pconf.latent_tokens, pconf.latent_dim) if with_latent else None
     lab_eps = _image_episodes(store, index, sel.labelled, tasks, size, cfg.use_mask, True, z_of)
+    if cfg.decoded_copies:
+        if decoded_of is None:
+            raise ValueError(_NO_DECODER)
+        lab_eps = lab_eps + [decoded_copy(ep, decoded_of(eid), size, eid) for eid, ep in zip(sel.labelled, lab_eps)]
     labelled = ImageChunkDataset(lab_eps, pconf.chunk, action_dim, stride=e.frame_stride, latent_shape=latent_shape,
                                  balance_tasks=cfg.balance_tasks)
     actionless, extra = None, 0
@@ -196,10 +234,29 @@ def bc_datasets(store, index, tasks, cfg: ActionlessBCConfig, sel, pconf, action
     return train, val
 
 
+_NO_DECODER = ("actionless_bc.decoded_copies is on but no pixel decoder and feature cache were given: pass "
+               "pixel_decoder_model_all_tasks and the feature cache (the actionless_bc pipeline does), or set "
+               "actionless_bc.decoded_copies: false to train on rendered frames only")
+
+
+def decoded_copy(episode: dict, decoded: np.ndarray, size: int, eid: str = "?") -> dict:
+    """A labelled episode dict (``_image_episodes``) with its frames replaced by ``decoded`` (uint8 (T, H, W, 3), one
+    per stored frame; never masked) resized to the policy's ``size``; actions, task and z unchanged."""
+    T = episode["frames"].shape[0]
+    if decoded.shape[0] != T:
+        raise ValueError(f"episode {eid}: {decoded.shape[0]} decoded frames (cached tokens) but {T} stored frames: "
+                         "rebuild the feature cache")
+    return {**episode, "frames": resize_frames(decoded, size)}
+
+
 def train_bc_policy(store, index: pd.DataFrame, tasks: Sequence[str], params, seed: int, device: str,
-                    run_name: str, cache=None, rla=None, checkpoint_root: str | None = None):
+                    run_name: str, cache=None, rla=None, checkpoint_root: str | None = None, pixel_decoder=None,
+                    evaluation_params: dict | None = None):
     """BC-ResNet (``rla`` None) or BC+RLA (``rla`` + ``cache``). Returns (policy, history DataFrame).
 
+    ``actionless_bc.decoded_copies`` (on by default) needs ``cache`` and ``pixel_decoder``: labelled episodes are
+    added again as the decoder's RGB of their cached tokens at the simulator camera's size
+    (``stages.wmrl.camera_size`` of ``evaluation_params``), else a ValueError says so.
     Checkpoints in ``<checkpoint_root>/actionless_bc/<run_name>``.
     """
     from rla_pipeline.training.trainer import train
@@ -218,9 +275,20 @@ def train_bc_policy(store, index: pd.DataFrame, tasks: Sequence[str], params, se
     if with_latent:
         rla = rla.eval()
         z_of = lambda eid: latent_targets(rla, cache.tokens(eid), h=pconf.chunk)  # noqa: E731
-    train_ds, val_ds = bc_datasets(store, index, tasks, cfg, sel, pconf, A, seed, z_of)
-    logger.info("%s: %d labelled samples + %d actionless added to each (%d labelled, %d actionless episodes)",
-                run_name, len(train_ds), train_ds.extra, len(sel.labelled), len(sel.actionless) if with_latent else 0)
+    decoded_of, copies = None, ""
+    if cfg.decoded_copies:
+        if cache is None or pixel_decoder is None:
+            raise ValueError(_NO_DECODER)
+        from rla_pipeline.stages.wmrl import camera_size
+        from rla_pipeline.utils.seeding import resolve_device
+
+        cam = camera_size(index, tasks, evaluation_params)
+        decoded_of = decoded_frames_fn(cache, pixel_decoder, cam, device=str(resolve_device(device)))
+        copies = f" + their decoded copies ({cam} px camera frames)"
+    train_ds, val_ds = bc_datasets(store, index, tasks, cfg, sel, pconf, A, seed, z_of, decoded_of)
+    logger.info("%s: %d labelled samples + %d actionless added to each (%d labelled episodes%s, %d actionless)",
+                run_name, len(train_ds), train_ds.extra, len(sel.labelled), copies,
+                len(sel.actionless) if with_latent else 0)
     torch.manual_seed(seed)  # same initial weights for BC and BC+RLA (the latent head is created last)
     policy = BCResNetPolicy(pconf)
     loss = cfg.loss
@@ -289,14 +357,20 @@ def val_action_error_vs_mean_chunk(policy: BCResNetPolicy, train: ImageChunkData
 
 
 def train_bc(episodes, episode_index: pd.DataFrame, params: dict, tasks: list[str], seed: int, device: str,
-             checkpoint_root: str | None = None):
-    """Labelled demos -> BC-ResNet policy (+ its training history)."""
+             checkpoint_root: str | None = None, feature_cache=None, pixel_decoder=None,
+             evaluation_params: dict | None = None):
+    """Labelled demos (+ their decoded copies: ``feature_cache``, ``pixel_decoder``, ``evaluation_params`` for the
+    camera size) -> BC-ResNet policy (+ its training history)."""
     return train_bc_policy(episodes, episode_index, tasks, params, seed, device, run_name="bc_policy",
-                           checkpoint_root=checkpoint_root)
+                           cache=feature_cache, checkpoint_root=checkpoint_root, pixel_decoder=pixel_decoder,
+                           evaluation_params=evaluation_params)
 
 
 def train_bc_rla(episodes, episode_index: pd.DataFrame, feature_cache, rla_model, params: dict, tasks: list[str],
-                 seed: int, device: str, checkpoint_root: str | None = None):
-    """Labelled demos + actionless videos (z targets from the frozen RLA encoder) -> BC+RLA policy (+ history)."""
+                 seed: int, device: str, checkpoint_root: str | None = None, pixel_decoder=None,
+                 evaluation_params: dict | None = None):
+    """Labelled demos (+ their decoded copies, as :func:`train_bc`) + actionless videos (z targets from the frozen
+    RLA encoder) -> BC+RLA policy (+ history)."""
     return train_bc_policy(episodes, episode_index, tasks, params, seed, device, run_name="bc_rla_policy",
-                           cache=feature_cache, rla=rla_model, checkpoint_root=checkpoint_root)
+                           cache=feature_cache, rla=rla_model, checkpoint_root=checkpoint_root,
+                           pixel_decoder=pixel_decoder, evaluation_params=evaluation_params)

@@ -1,7 +1,7 @@
 """The WMRL stage (paper Table 3): PPO inside the world model (imagined env from demo start states, reward =
 -token L1 to the goal frame), started from a behaviour-cloned policy. Two policies (``rl.policy``):
 
-- ``bc_resnet`` (the paper's): the image BC-ResNet of Table 2's BC row (trained on rendered frames) acts on the
+- ``bc_resnet`` (the paper's): the image BC-ResNet of Table 2's BC row (trained on rendered frames and their decoded copies, `actionless_bc.decoded_copies`) acts on the
   world model's states decoded to RGB by the pixel decoder trained on every task (``pixel_decoder_model_all_tasks``,
   checked by :func:`check_decoder_covers_tasks`; ``rl.decoded_env``); PPO adds a log-std and a value head
   (``rl.actor_critic.ImageActorCritic``). The result is again a BC-ResNet, run on rendered frames in the simulator.
