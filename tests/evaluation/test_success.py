@@ -47,7 +47,8 @@ def test_comparison_table_and_verdict():
 def test_verdict_says_plainly_when_method_does_not_win():
     eps = _episodes({("token_bc", "PokeCube-v1"): 6, ("wmrl", "PokeCube-v1"): 4})
     t = comparison_table(eps, "token_bc", "wmrl", {}, ("BC-ResNet", "WMRL"))
-    assert "Verdict: wmrl does NOT beat token_bc" in table_markdown(t, "token_bc", "wmrl", "Table 3")
+    md = table_markdown(t, "token_bc", "wmrl", "Table 3")
+    assert "Verdict: cannot tell whether wmrl beats token_bc" in md and "does NOT" not in md  # the interval says no more
 
 
 # ---------------------------------------------------------------- paired comparisons (issue 11, evidence)

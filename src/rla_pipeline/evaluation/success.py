@@ -223,12 +223,13 @@ def verdict_line(table: pd.DataFrame, baseline: str, method: str) -> str:
          f"{avg['diff_ci_high']:+.1f}], McNemar p = {avg['p_mcnemar']:.3g}")
     if avg["verdict"] == f"{method} better":
         return f"Verdict: {method} beats {baseline} on average ({m:.1f}% vs {b:.1f}%; {d})."
-    if m > b:
-        return (f"Verdict: {method} does NOT clearly beat {baseline}: {m:.1f}% vs {b:.1f}% on average, "
-                f"but the paired test does not reject equality ({d}; too few episodes to tell).")
-    if m == b:
-        return f"Verdict: {method} does NOT beat {baseline}: both {m:.1f}% on average ({d})."
-    return f"Verdict: {method} does NOT beat {baseline}: {m:.1f}% vs {b:.1f}% on average ({d})."
+    if avg["verdict"] == f"{method} worse":
+        return f"Verdict: {method} is worse than {baseline} on average ({m:.1f}% vs {b:.1f}%; {d})."
+    if m == b == 0:
+        return (f"Verdict: cannot tell whether {method} beats {baseline}: neither succeeds ({d}); episodes where "
+                f"both fail say nothing about a difference.")
+    return (f"Verdict: cannot tell whether {method} beats {baseline}: {m:.1f}% vs {b:.1f}% on average, and the "
+            f"paired interval does not exclude 0 ({d}).")
 
 
 def table_markdown(table: pd.DataFrame, baseline: str, method: str, title: str, note: str = "") -> str:
