@@ -169,11 +169,20 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     uint8 (B,H,W,3) -> uint8 (B,H,W,3)."""
     if pad <= 0:
         return images
-    B, H, W, _ = images.shape
-    x = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    B = images.shape[0]
     ox = torch.randint(0, 2 * pad + 1, (B,), generator=generator)
     oy = torch.randint(0, 2 * pad + 1, (B,), generator=generator)
-    out = torch.stack([x[b, :, oy[b]:oy[b] + H, ox[b]:ox[b] + W] for b in range(B)])
+    return shift_images(images, pad, ox, oy)
+
+
+def shift_images(images: torch.Tensor, pad: int, ox, oy) -> torch.Tensor:
+    """:func:`random_shift` with given offsets: uint8 (B,H,W,3), ``ox``/``oy`` (B,) ints in [0, 2 pad] ->
+    uint8 (B,H,W,3), each image replicate-padded by ``pad`` px and cropped back at (ox[b], oy[b])."""
+    if pad <= 0:
+        return images
+    _, H, W, _ = images.shape
+    x = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    out = torch.stack([x[b, :, int(oy[b]):int(oy[b]) + H, int(ox[b]):int(ox[b]) + W] for b in range(len(x))])
     return out.to(torch.uint8).permute(0, 2, 3, 1)
 
 

@@ -24,12 +24,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from rla_pipeline.episodes.format import episode_actions
 from rla_pipeline.models.policy import BCResNetConfig, BCResNetPolicy
-from rla_pipeline.rl.bc import BCLoss, ImageChunkDataset, latent_targets, resize_frames, select_episodes
+from rla_pipeline.rl.bc import (
+    BCLoss, ImageChunkDataset, latent_targets, resize_frames, select_episodes, shift_images,
+)
 from rla_pipeline.stages.common import (
     EpisodeChoiceConfig, action_dim_of, check_trainer_block, checkpoint_dir, trainer_config,
 )
@@ -97,35 +98,16 @@ class LabelledPlusActionless(Dataset):
     def __len__(self) -> int:
         return len(self.labelled)
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, index])
-
-    def extra_indices(self, index: int) -> list[int]:
-        if not self.extra:
-            return []
-        return self._rng(index).integers(0, len(self.actionless), size=self.extra).tolist()
-
     def __getitem__(self, index: int) -> dict:
         items = [self.labelled[index]]
         if self.extra:
-            rng = self._rng(index)
-            picks = rng.integers(0, len(self.actionless), size=self.extra).tolist()  # = extra_indices(index)
-            offsets = rng.integers(0, 2 * self.shift + 1, size=(self.extra, 2))
-            for j, (ox, oy) in zip(picks, offsets):
-                it = dict(self.actionless[j])
-                it["image"] = shift_image(it["image"], self.shift, int(ox), int(oy))
-                items.append(it)
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            picks = rng.integers(0, len(self.actionless), size=self.extra).tolist()
+            ox, oy = rng.integers(0, 2 * self.shift + 1, size=(self.extra, 2)).T
+            extra = [self.actionless[j] for j in picks]
+            shifted = shift_images(torch.stack([it["image"] for it in extra]), self.shift, ox, oy)
+            items += [{**it, "image": img} for it, img in zip(extra, shifted)]
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
-
-
-def shift_image(image: torch.Tensor, pad: int, ox: int, oy: int) -> torch.Tensor:
-    """One uint8 (H, W, 3) frame replicate-padded by ``pad`` px and cropped back at offset (ox, oy) in [0, 2 pad]:
-    :func:`rla_pipeline.rl.bc.random_shift` with given offsets."""
-    if pad <= 0:
-        return image
-    H, W, _ = image.shape
-    x = F.pad(image.permute(2, 0, 1)[None].float(), (pad, pad, pad, pad), mode="replicate")[0]
-    return x[:, oy:oy + H, ox:ox + W].to(torch.uint8).permute(1, 2, 0).contiguous()
 
 
 @contextmanager
