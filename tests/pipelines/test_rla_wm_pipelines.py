@@ -86,6 +86,15 @@ def test_rla_and_world_model_pipelines_run(tiny_cache, project_root, tmp_path):
     learned = table[table.model != "copy"]
     assert (learned.gflops_per_step > 0).all() and (learned.seconds_per_step > 0).all()
     assert np.isfinite(table.token_l1).all()
+    # parameters per model (RLA-WM with its autoencoder) and the data each trained on: only RLA-WM's autoencoder
+    # saw the episodes without actions
+    n = table.groupby("model")["params"].first()
+    assert n["copy"] == 0 and n["deterministic"] == sum(p.numel() for p in det.parameters())
+    assert n["rla_wm"] == sum(p.numel() for p in wm.parameters()) > sum(p.numel() for p in rla.parameters())
+    on = table.groupby("model")["trained_on"].first()
+    n_actionless = int((splits.kind == "actionless").sum())
+    assert n_actionless > 0 and "actionless" in on["rla_wm"] and "actionless" not in on["deterministic"]
+    assert on["deterministic"] == on["absolute_flow"] and on["rla_wm"].startswith(on["deterministic"])
     from matplotlib.figure import Figure
 
     assert isinstance(plot, Figure) and isinstance(pictures, Figure)

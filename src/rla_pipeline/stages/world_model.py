@@ -252,6 +252,29 @@ def conditioned_cache(models: dict, feature_cache):
     return ConditionedCache(feature_cache, CONDITIONING[next(iter(conds.values()))])
 
 
+def _kinds(splits: pd.DataFrame, ids: list[str]) -> str:
+    kinds = splits.set_index("episode_id").loc[ids, "kind"].value_counts() if ids else pd.Series(dtype=int)
+    return ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+
+
+def model_size_and_data(models: dict, feature_cache, episode_splits: pd.DataFrame) -> tuple[dict, dict]:
+    """-> ({model: parameter count}, {model: the episodes it trained on, in words}) for the prediction table.
+
+    Every world model's dynamics trains on the episodes with actions of the train split and the held-out task (see
+    :func:`_fit`); RLA-WM's count includes its frozen RLA autoencoder, which also trained on every episode of those
+    splits without actions (actionless videos, play), the data the baselines never see."""
+    with_actions = sorted(action_episode_ids(feature_cache, episode_splits, "train")
+                          + action_episode_ids(feature_cache, episode_splits, "heldout_task"))
+    every = sorted(episode_ids(episode_splits, "train") + episode_ids(episode_splits, "heldout_task"))
+    dyn = f"dynamics: {len(with_actions)} episodes with actions ({_kinds(episode_splits, with_actions)})"
+    size = {k: int(sum(p.numel() for p in m.parameters())) for k, m in models.items()}
+    data = {k: dyn for k in models}
+    if "rla_wm" in models:
+        data["rla_wm"] = (f"{dyn}; RLA autoencoder: {len(every)} episodes ({_kinds(episode_splits, every)}), "
+                          "actions unused")
+    return size, data
+
+
 def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_absolute_flow, feature_cache,
                           episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params: dict, seed: int,
                           wm_baseline_deterministic_residual=None):
@@ -275,6 +298,7 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
               "deterministic_residual": wm_baseline_deterministic_residual,
               "absolute_flow": wm_baseline_absolute_flow}
     models = {k: v for k, v in models.items() if v is not None}
+    size, data = model_size_and_data(models, feature_cache, episode_splits)
     feature_cache = conditioned_cache(models, feature_cache)
     val_ids = interleave_by_task(action_episode_ids(feature_cache, episode_splits, "val"), episode_index)
     fps = episode_index.loc[episode_index["episode_id"].isin(val_ids), "fps"]
@@ -283,6 +307,8 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
     table, overall = per_robot_table(models, episode_index, val_ids, lambda ids: world_model_table(
         models, feature_cache, ids, e.horizons, e.chunk, max_actions, e.stride, e.max_pairs, seed,
         float(fps.median()) if len(fps) else None, n_boot=e.n_boot, reference="rla_wm"))
+    table = table.assign(params=table["model"].map(size).fillna(0).astype("int64"),
+                         trained_on=table["model"].map(data).fillna("nothing (the start state)"))
     tracking.log_metrics({f"wm.{r.model}.h{r.horizon}.l1": r.token_l1 for r in overall.itertuples()})
     logger.info("world-model prediction table:\n%s", table.to_string())
     plot = error_vs_horizon(overall)
