@@ -261,8 +261,8 @@ def model_size_and_data(models: dict, feature_cache, episode_splits: pd.DataFram
     """-> ({model: parameter count}, {model: the episodes it trained on, in words}) for the prediction table.
 
     Every world model's dynamics trains on the episodes with actions of the train split and the held-out task (see
-    :func:`_fit`); RLA-WM's count includes its frozen RLA autoencoder, which also trained on every episode of those
-    splits without actions (actionless videos, play), the data the baselines never see."""
+    :func:`_fit`); RLA-WM's count includes its frozen RLA autoencoder, which also trained on the episodes of those
+    splits without actions (the actionless videos), data the baselines never see."""
     with_actions = sorted(action_episode_ids(feature_cache, episode_splits, "train")
                           + action_episode_ids(feature_cache, episode_splits, "heldout_task"))
     every = sorted(episode_ids(episode_splits, "train") + episode_ids(episode_splits, "heldout_task"))
