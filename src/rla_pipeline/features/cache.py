@@ -48,7 +48,7 @@ from rla_pipeline.features.entry_file import (FORMAT_VERSION, CacheEntryError, e
                                               read_header, serialize_tokens, verify_entry)
 from rla_pipeline.utils.atomic import atomic_path, atomic_write_bytes, remove_stale_temps
 from rla_pipeline.utils.config import from_dict
-from rla_pipeline.utils.hashing import sha256_file
+from rla_pipeline.utils.hashing import json_digest, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +127,10 @@ class FeatureCache:
     @staticmethod
     def make_key(encoder_description: dict[str, Any], video_digest: str, camera: str) -> str:
         """sha256 over what determines an episode's tokens (encoder + weights + preprocessing + pixels + camera)."""
-        blob = json.dumps(
+        return json_digest(
             {"format": FORMAT_VERSION, **encoder_description, "video_digest": video_digest, "camera": camera},
-            sort_keys=True,
             default=str,
         )
-        return hashlib.sha256(blob.encode()).hexdigest()
 
     # ------------------------------------------------------------------ reading
     def manifest(self) -> pd.DataFrame:

@@ -7,8 +7,6 @@ held in memory.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -20,6 +18,7 @@ from torch.utils.data import Dataset
 
 from rla_pipeline.features.cache import FeatureCache
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.hashing import json_digest
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +158,7 @@ class TokenPairDataset(Dataset):
         self._mmaps: dict[str, np.ndarray] = {}
         # Content digest for the trainer's checkpoint hash: cache keys (encoder, weights, pixels) + step data + config.
         keys = [[e, str(manifest.loc[e, "key"]), str(manifest.loc[e].get("steps_key", ""))] for e in self.episode_ids]
-        self.fingerprint = hashlib.sha256(
-            json.dumps([keys, dataclasses.asdict(self.cfg)], sort_keys=True, default=str).encode()
-        ).hexdigest()[:16]
+        self.fingerprint = json_digest([keys, dataclasses.asdict(self.cfg)], 16, default=str)
 
     def __getstate__(self) -> dict[str, Any]:  # memmaps are reopened in each worker
         state = self.__dict__.copy()

@@ -15,8 +15,6 @@ Torch is imported inside the functions so importing this module stays cheap.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -29,6 +27,7 @@ from rla_pipeline.stages.rla import SplitConfig
 from rla_pipeline.stages.rla import split_episodes as rla_split_episodes
 from rla_pipeline.stages.rla import training_episode_ids
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.hashing import json_digest
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +165,7 @@ class TokenFrameDataset:
         self._mmaps: dict[str, np.ndarray] = {}
         # Content digest for the trainer's checkpoint hash: cache keys (encoder, weights, pixels) + target recipe.
         keys = [[e, str(manifest.loc[e, "key"])] for e in self.episode_ids]
-        self.fingerprint = hashlib.sha256(json.dumps(
-            [keys, self.image_size, bool(mask_background), int(frame_stride)], sort_keys=True).encode()).hexdigest()[:16]
+        self.fingerprint = json_digest([keys, self.image_size, bool(mask_background), int(frame_stride)], 16)
 
     def __getstate__(self) -> dict[str, Any]:  # memmaps are reopened in each DataLoader worker
         state = self.__dict__.copy()

@@ -18,8 +18,6 @@ renamed to ``prev.pt``, the temp file is renamed to ``last.pt``. A kill between 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 
 from rla_pipeline.utils.atomic import atomic_path, remove_stale_temps
+from rla_pipeline.utils.hashing import json_digest
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +43,7 @@ class CheckpointError(RuntimeError):
 
 def stable_hash(obj: Any) -> str:
     """sha256 (16 hex chars) of a JSON-able object, independent of dict order."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return json_digest(obj, 16, default=str)
 
 
 # ----------------------------------------------------------------------------------------------- RNG states

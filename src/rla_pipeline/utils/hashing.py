@@ -1,6 +1,7 @@
 """Content digests used as cache, recipe and checkpoint keys: one helper per kind of content.
 
 - :func:`sha256_file`: a file's bytes, streamed.
+- :func:`json_digest`: a JSON-able object (settings, recipes, cache-key parts), independent of dict order.
 - :func:`nested_digest`: nested dicts/lists of arrays, tensors and scalars (dataset fingerprints, trainer buffers).
 - :func:`state_dict_digest`: a module's weights exactly as stored (names, dtypes, shapes, raw bytes).
 - :func:`canonical`: an object's settings (a loss function's partial keywords, a loss object's attributes).
@@ -34,6 +35,17 @@ def sha256_file(path: str | os.PathLike, h=None, block: int = 1 << 22) -> str:
         for chunk in iter(lambda: fh.read(block), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def json_digest(obj: Any, length: int | None = None, default=None) -> str:
+    """sha256 hex digest of ``json.dumps(obj, sort_keys=True, default=default)``, cut to ``length`` hex chars.
+
+    Exactly ``hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:length]``:
+    json's default separators (``", "``, ``": "``) and ``ensure_ascii``, utf-8 bytes; ``length=None`` keeps all
+    64 chars; ``default=None`` raises on objects json cannot write (pass ``default=str`` to write their ``str``).
+    Episode recipes, feature-cache keys and checkpoint hashes are stored under these strings: keep it stable.
+    """
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:length]
 
 
 def _feed(h, x: Any) -> None:

@@ -21,7 +21,6 @@ video files plus the import settings: an unchanged dataset re-imports nothing.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -37,7 +36,7 @@ from rla_pipeline.episodes.sources.video_decode import decode_at_times
 from rla_pipeline.episodes.sources.video_folder import SOURCE_ROW_COLUMNS, rows_frame
 from rla_pipeline.episodes.video import VideoError
 from rla_pipeline.utils.config import from_dict
-from rla_pipeline.utils.hashing import sha256_file
+from rla_pipeline.utils.hashing import json_digest, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -280,13 +279,10 @@ def _import_episode(ds, ref, cfg, store, eid, task, kind, cam_keys, use_state, s
     missing = [k for k in cam_keys if k not in ref.videos]
     if missing:
         raise EpisodeError(eid, ds.root / "meta", f"no video location for camera(s) {missing}")
-    recipe = hashlib.sha256(
-        json.dumps(
-            {**settings, "episode_index": ref.episode_index, "data": digests(ref.data_file),
-             "videos": {k: [digests(ref.videos[k][0]), ref.videos[k][1]] for k in cam_keys}},
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    recipe = json_digest(
+        {**settings, "episode_index": ref.episode_index, "data": digests(ref.data_file),
+         "videos": {k: [digests(ref.videos[k][0]), ref.videos[k][1]] for k in cam_keys}}
+    )
     if store.has(eid, recipe):
         return {"kept": True, "status": "exists", "reason": "", "num_frames": store.read_meta(eid).num_frames}
 

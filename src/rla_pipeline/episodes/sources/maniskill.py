@@ -19,7 +19,6 @@ reward of applying action t (NaN on the last row); ``success[t]`` says whether f
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from rla_pipeline.episodes.format import Episode, EpisodeMeta, EpisodeStore, mak
 from rla_pipeline.sim.envs import check_step_limits, step_limit
 from rla_pipeline.utils.atomic import atomic_write_text
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.hashing import json_digest
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def recipe_digest(cfg: SimulationConfig, task: str, kind: str, seed: int) -> str
         "extra_steps_after_success": int(cfg.extra_steps_after_success),
         "noise": float(cfg.play_noise if kind == "play" else cfg.demo_noise),
     }
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    return json_digest(recipe)
 
 
 @dataclass

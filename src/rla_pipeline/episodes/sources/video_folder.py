@@ -11,7 +11,6 @@ the import settings form the ``recipe_digest``: an unchanged file is skipped, a 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from rla_pipeline.episodes.format import Episode, EpisodeError, EpisodeMeta, Epi
 from rla_pipeline.episodes.sources.video_decode import decode_upright, resample_times
 from rla_pipeline.episodes.video import VideoError
 from rla_pipeline.utils.config import from_dict
-from rla_pipeline.utils.hashing import sha256_file
+from rla_pipeline.utils.hashing import json_digest, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +105,7 @@ def import_video_file(
     """Import one file; returns its row (status "written" or "exists"); raises EpisodeError on bad input."""
     digest = sha256_file(video)
     settings = {k: getattr(cfg, k) for k in ("image_size", "fps", "camera", "max_frames", "min_frames")}
-    recipe = hashlib.sha256(
-        json.dumps({"v": IMPORTER_VERSION, "file": digest, "task": task, **settings}, sort_keys=True).encode()
-    ).hexdigest()
+    recipe = json_digest({"v": IMPORTER_VERSION, "file": digest, "task": task, **settings})
     if store.has(episode_id, recipe):
         n = store.read_meta(episode_id).num_frames
         return _row(episode_id=episode_id, task=task, kind="actionless", source="video_folder", kept=True,
