@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rla_pipeline.evaluation.intervals import interval_cell
+
 
 def md(df: pd.DataFrame, digits: int = 3) -> str:
     cols = list(df.columns)
@@ -29,10 +31,19 @@ def md(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(out)
 
 
-def ci(v: float, lo: float, hi: float, digits: int = 2) -> str:
-    if pd.isna(lo) or pd.isna(hi):
-        return f"{v:.{digits}f}"
-    return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+def ci(v: float, lo: float, hi: float, digits: int = 2, episodes=None) -> str:
+    """``v [lo, hi]``; ``v [n/a (1 episode)]`` when the bootstrap gave no interval (fewer than 2 episodes)."""
+    return interval_cell(v, lo, hi, episodes, digits=digits)
+
+
+def demo_rate_cells(s: pd.DataFrame) -> pd.DataFrame:
+    """The ingestion summary with ``demo_success_rate`` as text: "unknown" for demos whose outcome nobody recorded
+    (NaN), "–" for the kinds it does not apply to, else the rate."""
+    if "demo_success_rate" not in s:
+        return s
+    rate = [("unknown" if k == "demo" else "–") if pd.isna(v) else f"{v:.3f}"
+            for k, v in zip(s["kind"], s["demo_success_rate"])]
+    return s.assign(demo_success_rate=rate)
 
 
 def read(rep: Path, name: str) -> pd.DataFrame | None:
@@ -78,7 +89,7 @@ def main(argv=None) -> int:
     s = read(rep, "ingestion_summary")
     if s is not None:
         p("## Data (`ingestion_summary`)\n")
-        p(md(s) + "\n")
+        p(md(demo_rate_cells(s)) + "\n")
 
     for name, title in (("rla_metrics", "RLA, val episodes of the trained tasks (`rla_metrics`)"),
                         ("rla_generalisation", "RLA trained without the held-out task, scored on it (`rla_generalisation`)")):
@@ -115,14 +126,16 @@ def main(argv=None) -> int:
                 if r["model"] == "copy":
                     row["copy L1"] = f"{r['token_l1']:.4f}"
                     continue
-                row[r["model"]] = ci(r["vs_copy"], r["vs_copy_ci_low"], r["vs_copy_ci_high"])
+                row[r["model"]] = ci(r["vs_copy"], r["vs_copy_ci_low"], r["vs_copy_ci_high"],
+                                     episodes=r.get("episodes"))
             rows.append(row)
         p(md(pd.DataFrame(rows)) + "\n")
         p("RLA-WM minus each baseline (ratio to copy; < 0: RLA-WM better), 95 % interval:\n")
         rows = []
         for _, r in t[t["model"].isin(["deterministic", "deterministic_residual", "absolute_flow"])].iterrows():
             rows.append({**({"robot": r["robot"]} if keys else {}), "horizon": r["horizon"], "baseline": r["model"],
-                         "RLA-WM - baseline": ci(r["ref_minus_vs_copy"], r["ref_minus_ci_low"], r["ref_minus_ci_high"])})
+                         "RLA-WM - baseline": ci(r["ref_minus_vs_copy"], r["ref_minus_ci_low"], r["ref_minus_ci_high"],
+                                                 episodes=r.get("episodes"))})
         p(md(pd.DataFrame(rows)) + "\n")
 
     t = read(rep, "wm_decoded_table")
@@ -130,9 +143,11 @@ def main(argv=None) -> int:
         p("## World models decoded to RGB: SSIM / PSNR against the true frames (`wm_decoded_table`)\n")
         cols = [c for c in ("robot", "name", "horizon", "pairs", "episodes") if c in t]
         out = t[cols].copy()
-        out["SSIM"] = [ci(r["ssim"], r["ssim_ci_low"], r["ssim_ci_high"], 3) for _, r in t.iterrows()]
+        out["SSIM"] = [ci(r["ssim"], r["ssim_ci_low"], r["ssim_ci_high"], 3, r.get("episodes"))
+                       for _, r in t.iterrows()]
         if "psnr_ci_low" in t:
-            out["PSNR dB"] = [ci(r["psnr"], r["psnr_ci_low"], r["psnr_ci_high"], 1) for _, r in t.iterrows()]
+            out["PSNR dB"] = [ci(r["psnr"], r["psnr_ci_low"], r["psnr_ci_high"], 1, r.get("episodes"))
+                              for _, r in t.iterrows()]
         p(md(out) + "\n")
 
     for name in ("imagined_env_calibration", "speed_table"):

@@ -155,3 +155,17 @@ def test_bootstrap_of_mean_scores_uses_the_token_tables_resamples_and_weights_pa
     # constant per-pair scores: no spread
     flat = episode_bootstrap_means(vals.assign(a=0.5), ["a"], n_boot=50, seed=0)["a"]
     assert flat["ci_low"] == pytest.approx(0.5) and flat["ci_high"] == pytest.approx(0.5)
+
+
+def test_bootstrap_of_mean_scores_over_one_episode_has_no_interval():
+    """One episode: the resamples cannot vary, so no interval (NaN), not the old zero-width [mean, mean]."""
+    import pandas as pd
+
+    from rla_pipeline.evaluation.metrics import episode_bootstrap_means
+
+    vals = pd.DataFrame({"episode_id": ["e"] * 4, "a": [0.99, 1.0, 0.995, 1.0], "b": [0.5, 0.6, 0.7, 0.8]})
+    out = episode_bootstrap_means(vals, ["a", "b"], reference="a", n_boot=100, seed=0)
+    assert out["a"]["mean"] == pytest.approx(0.99625) and out["b"]["ref_minus"] == pytest.approx(0.99625 - 0.65)
+    for c, keys in (("a", ("ci_low", "ci_high")),
+                    ("b", ("ci_low", "ci_high", "ref_minus_ci_low", "ref_minus_ci_high"))):
+        assert all(math.isnan(out[c][k]) for k in keys)

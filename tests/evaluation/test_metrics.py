@@ -350,3 +350,41 @@ def test_world_model_table_equals_the_per_horizon_reference_path():
             own = step_cost(m, batch.s_0[:k], batch.chunks[0][:k], batch.masks[0][:k], repeats=1)
             assert row.gflops_per_step == own["gflops_per_step"]
     assert (table.loc[table.model == "flow", "gflops_per_step"] > 0).all()
+
+
+# ---------------------------------------------------------------- honest intervals (issue 21, item 5)
+def test_episode_bootstrap_of_one_episode_has_no_interval_not_a_zero_width_one():
+    """One validation episode: every resample is that episode, so the old [0.996, 0.996] said nothing. NaN bounds,
+    the point estimates unchanged."""
+    from rla_pipeline.evaluation.metrics import episode_bootstrap
+
+    errors = pd.DataFrame({"episode_id": ["only"] * 3, "copy": [1.0, 2.0, 1.0], "a": [0.9, 2.0, 1.0],
+                           "b": [1.0, 2.0, 1.2]})
+    ci = episode_bootstrap(errors, ["a", "b"], reference="a", n_boot=200, seed=0)
+    for m in ("a", "b"):
+        assert np.isnan(ci[m]["vs_copy_ci_low"]) and np.isnan(ci[m]["vs_copy_ci_high"])
+    assert ci["b"]["ref_minus_vs_copy"] == pytest.approx(3.9 / 4 - 4.2 / 4)
+    assert np.isnan(ci["b"]["ref_minus_ci_low"]) and np.isnan(ci["b"]["ref_minus_ci_high"])
+
+
+def test_world_model_table_over_one_episode_has_nan_intervals():
+    cache = ArrayCache({"e": _linear_episode(T=40)}, {"e": np.zeros((40, 2), np.float32)})
+    table = world_model_table({"a": CopyModel(), "b": CopyModel()}, cache, ["e"], horizons=[5], chunk=5,
+                              max_actions=5, stride=5, n_boot=50, reference="a")
+    b = table[table.model == "b"].iloc[0]
+    assert b.episodes == 1 and b.vs_copy == pytest.approx(1.0)
+    assert np.isnan(b.vs_copy_ci_low) and np.isnan(b.vs_copy_ci_high) and np.isnan(b.ref_minus_ci_low)
+
+
+def test_episode_bootstrap_of_several_episodes_keeps_its_draws():
+    """The multi-episode interval is still the 2.5 / 97.5 % quantile over episode_draws' resamples (same seed)."""
+    from rla_pipeline.evaluation.metrics import episode_bootstrap, episode_draws
+
+    rng = np.random.default_rng(4)
+    eps = np.repeat(["x", "y", "z"], [2, 3, 1])
+    errors = pd.DataFrame({"episode_id": eps, "copy": rng.uniform(0.5, 1.5, 6), "a": rng.uniform(0, 1, 6)})
+    sums = errors.groupby("episode_id", sort=False)[["copy", "a"]].sum().loc[["x", "y", "z"]].to_numpy()
+    tot = episode_draws(3, 300, 7) @ sums
+    ratios = tot[:, 1] / tot[:, 0]
+    ci = episode_bootstrap(errors, ["a"], None, n_boot=300, seed=7)["a"]
+    assert ci["vs_copy_ci_low"] == np.quantile(ratios, 0.025) and ci["vs_copy_ci_high"] == np.quantile(ratios, 0.975)

@@ -185,3 +185,35 @@ def test_table3_carries_the_decoding_gap_and_flags_an_unreadable_decoder(caplog)
         t, md = wmrl_success_table(token_eps, calib)
         assert t["gap_action_l1"].isna().all() and not t["decoding_gap_flag"].any()
         assert "Decoding gap" not in md and DECODING_GAP_FLAG not in md
+
+
+# ---------------------------------------------------------------- honest intervals (issue 21, item 5)
+def test_paired_difference_of_one_episode_per_task_has_no_interval():
+    one = pd.DataFrame({"task": ["A"], "seed": [0], "base": [False], "meth": [True]})
+    d = paired_difference(one, n_boot=200, seed=0)
+    assert d["diff"] == 100.0 and np.isnan(d["diff_ci_low"]) and np.isnan(d["diff_ci_high"])
+    # one pair in each of two tasks: the stratified resample cannot vary either
+    two = pd.DataFrame({"task": ["A", "B"], "seed": [0, 0], "base": [False, True], "meth": [True, True]})
+    d = paired_difference(two, n_boot=200, seed=0)
+    assert d["diff"] == 50.0 and np.isnan(d["diff_ci_low"]) and np.isnan(d["diff_ci_high"])
+
+
+def test_paired_difference_of_several_episodes_keeps_its_draws():
+    pairs = pd.DataFrame({"task": ["A"] * 3 + ["B"] * 2, "seed": range(5), "base": [0, 1, 0, 1, 0],
+                          "meth": [1, 1, 0, 0, 1]}).astype({"base": bool, "meth": bool})
+    d = pairs["meth"].to_numpy(int) - pairs["base"].to_numpy(int)
+    rng = np.random.default_rng(3)
+    sums = np.zeros(400)
+    for idx in (np.arange(3), np.arange(3, 5)):
+        sums += d[idx][rng.integers(0, len(idx), size=(400, len(idx)))].sum(1)
+    out = paired_difference(pairs, n_boot=400, seed=3)
+    assert out["diff_ci_low"] == np.quantile(100 * sums / 5, 0.025)
+    assert out["diff_ci_high"] == np.quantile(100 * sums / 5, 0.975)
+
+
+def test_markdown_says_why_a_one_episode_cell_has_no_interval():
+    eps = _episodes({("bc", "PullCube-v1"): 0, ("bc_rla", "PullCube-v1"): 1}, n=1)
+    t = comparison_table(eps, "bc", "bc_rla", {}, ("BC-ResNet", "+RLA"))
+    md = table_markdown(t, "bc", "bc_rla", "Table 2")
+    assert "+100.0 [n/a (1 episode)]" in md and "[+100.0, +100.0]" not in md
+    assert "no paired 95% interval (1 episode)" in md and "does not exclude 0" not in md

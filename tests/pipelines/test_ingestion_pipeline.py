@@ -124,6 +124,40 @@ def test_failed_sim_attempts_count_in_demo_success_rate():
     assert summary_metrics(summary)["demo_success_rate.PushCube-v1"] == pytest.approx(0.75)
 
 
+
+def test_demos_without_a_recorded_outcome_have_an_unknown_success_rate():
+    """A LeRobot dataset without ``next.success``: EpisodeMeta.success is None (unknown), the rate NaN, not 0.0."""
+    from rla_pipeline.episodes.sources.index import combine_source_rows, ingestion_summary, summary_metrics
+
+    rows = combine_source_rows([pd.DataFrame({
+        "episode_id": ["lr-ep0", "lr-ep1"], "task": "LeRobotPush", "kind": "demo", "source": "lerobot",
+        "success": [None, None], "kept": True, "status": "written", "num_frames": [5, 4],
+    })])
+    index = pd.DataFrame({"episode_id": ["lr-ep0", "lr-ep1"], "task": "LeRobotPush", "kind": "demo",
+                          "num_frames": [5, 4], "success": pd.array([None, None], dtype="boolean")})
+    skipped = pd.DataFrame(columns=["episode_id", "task", "kind", "source", "path", "reason"])
+    summary = ingestion_summary(index, rows, skipped)
+    assert np.isnan(summary.iloc[0].demo_success_rate)
+    assert not any(k.startswith("demo_success_rate") for k in summary_metrics(summary))
+
+
+def test_demo_success_rate_counts_recorded_outcomes_and_reads_unchanged_episodes_from_the_index():
+    """Rows of unchanged imported episodes ("exists") carry no outcome: the stored metadata gives it; an episode
+    whose outcome nobody recorded counts in neither the successes nor the attempts of the rate."""
+    from rla_pipeline.episodes.sources.index import combine_source_rows, ingestion_summary
+
+    rows = combine_source_rows([pd.DataFrame({
+        "episode_id": ["a", "b", "c", "d"], "task": "T", "kind": "demo", "source": "lerobot",
+        "success": [None, None, False, None], "kept": True, "status": ["exists", "exists", "written", "written"],
+        "num_frames": [5, 5, 5, 5],
+    })])
+    index = pd.DataFrame({"episode_id": ["a", "b", "c", "d"], "task": "T", "kind": "demo", "num_frames": [5] * 4,
+                          "success": pd.array([True, True, False, None], dtype="boolean")})
+    skipped = pd.DataFrame(columns=["episode_id", "task", "kind", "source", "path", "reason"])
+    r = ingestion_summary(index, rows, skipped).iloc[0]
+    assert r.attempted == 4 and r.demo_success_rate == pytest.approx(2 / 3)
+
+
 def test_kedro_session_writes_reporting_tables_and_logs_mlflow(tmp_path, monkeypatch, mlflow_uri, project_root):
     """`kedro run --pipelines=ingestion --env=test` through KedroSession with the project's catalog and hooks."""
     from kedro.framework.session import KedroSession

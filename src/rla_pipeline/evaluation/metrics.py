@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from rla_pipeline.evaluation.intervals import MIN_BOOTSTRAP_UNITS
+
 
 # ---------------------------------------------------------------- elementary metrics
 def token_l1(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -274,7 +276,7 @@ def progression_summary(per_pair: pd.DataFrame, alphas: list[float], n_boot: int
         sums = pd.DataFrame(cols).groupby(g["episode_id"].to_numpy(), sort=False).sum().loc[eps].to_numpy()
         point = sums.sum(0)
         ci = {k: (math.nan, math.nan) for k in ("p1", "diff", "rho")}
-        if len(eps) >= 2:
+        if len(eps) >= MIN_BOOTSTRAP_UNITS:
             tot = episode_draws(len(eps), n_boot, seed) @ sums  # (n_boot, 6)
             boot = {"p1": tot[:, 1] / tot[:, 0], "diff": (tot[:, 1] - tot[:, 2]) / tot[:, 0],
                     "rho": (tot[:, 4] - tot[:, 5]) / tot[:, 3]}
@@ -373,9 +375,10 @@ def episode_bootstrap_means(values: pd.DataFrame, columns: list[str], reference:
     values: one row per pair with ``episode_id`` and one column per method (a per-pair score, e.g. SSIM or PSNR of
     decoded frames). A resample draws episodes with replacement (the resamples of :func:`episode_bootstrap` for the
     same seed and episode order) and takes the mean over the drawn episodes' pairs. NaN values (e.g. LPIPS that
-    was not computed) give NaN intervals. Returns per column: ``mean``, ``ci_low``, ``ci_high`` and, when
-    ``reference`` is another column, ``ref_minus`` (reference mean minus this column's) with ``ref_minus_ci_low`` /
-    ``ref_minus_ci_high``."""
+    was not computed) give NaN intervals, and so do fewer than two episodes (every resample would redraw the one
+    episode: a zero-width interval that is not evidence of anything). Returns per column: ``mean``, ``ci_low``,
+    ``ci_high`` and, when ``reference`` is another column, ``ref_minus`` (reference mean minus this column's) with
+    ``ref_minus_ci_low`` / ``ref_minus_ci_high``."""
     eps = list(dict.fromkeys(values["episode_id"]))
     grouped = values.groupby("episode_id", sort=False)
     sums = grouped[columns].sum().loc[eps].to_numpy(np.float64, copy=True)  # (E, M), writable (copy-on-write)
@@ -385,8 +388,10 @@ def episode_bootstrap_means(values: pd.DataFrame, columns: list[str], reference:
     means = (counts @ sums) / np.clip(counts @ n_pairs, 1e-12, None)[:, None]  # (n_boot, M)
     point = sums.sum(0) / max(n_pairs.sum(), 1e-12)
 
+    resampled = len(eps) >= MIN_BOOTSTRAP_UNITS
+
     def q(x: np.ndarray, p: float) -> float:
-        return float(np.quantile(x, p)) if np.isfinite(x).all() else math.nan
+        return float(np.quantile(x, p)) if resampled and np.isfinite(x).all() else math.nan
 
     out: dict[str, dict[str, float]] = {}
     for j, c in enumerate(columns):
@@ -408,7 +413,8 @@ def episode_bootstrap(errors: pd.DataFrame, models: list[str], reference: str | 
     draws episodes with replacement (pairs of one episode are correlated, so the episode is the unit) and the ratio
     is sum(model L1) / sum(copy L1) over the drawn episodes' pairs. Returns per model: vs_copy_ci_low/high and (when
     ``reference`` is given and is another model) ref_minus_vs_copy, ref_minus_ci_low/high (in ratio-to-copy units;
-    < 0 means the reference is better)."""
+    < 0 means the reference is better). Fewer than two episodes give NaN bounds (the point difference stays): a
+    resample of one episode is that episode again, and its zero-width interval would read as certainty."""
     eps = list(dict.fromkeys(errors["episode_id"]))
     per_ep = errors.groupby("episode_id", sort=False)[["copy", *models]].sum().loc[eps]
     sums = per_ep.to_numpy(np.float64)  # (E, 1 + M)
@@ -417,14 +423,17 @@ def episode_bootstrap(errors: pd.DataFrame, models: list[str], reference: str | 
     ratios = tot[:, 1:] / np.clip(tot[:, :1], 1e-12, None)
     out: dict[str, dict[str, float]] = {}
     point = sums[:, 1:].sum(0) / max(sums[:, 0].sum(), 1e-12)
+
+    def q(x: np.ndarray, p: float) -> float:
+        return float(np.quantile(x, p)) if len(eps) >= MIN_BOOTSTRAP_UNITS else math.nan
+
     for j, m in enumerate(models):
-        r = {"vs_copy_ci_low": float(np.quantile(ratios[:, j], 0.025)),
-             "vs_copy_ci_high": float(np.quantile(ratios[:, j], 0.975))}
+        r = {"vs_copy_ci_low": q(ratios[:, j], 0.025), "vs_copy_ci_high": q(ratios[:, j], 0.975)}
         if reference is not None and reference in models and m != reference:
             k = models.index(reference)
             d = ratios[:, k] - ratios[:, j]
-            r.update({"ref_minus_vs_copy": float(point[k] - point[j]), "ref_minus_ci_low": float(np.quantile(d, 0.025)),
-                      "ref_minus_ci_high": float(np.quantile(d, 0.975))})
+            r.update({"ref_minus_vs_copy": float(point[k] - point[j]), "ref_minus_ci_low": q(d, 0.025),
+                      "ref_minus_ci_high": q(d, 0.975)})
         out[m] = r
     return out
 

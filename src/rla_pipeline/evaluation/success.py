@@ -20,6 +20,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from rla_pipeline.evaluation.intervals import MIN_BOOTSTRAP_UNITS, interval_cell, no_interval_reason
+
 PAPER_LABEL = "paper (reference, different robots/scale)"
 
 # rla-method.md, Table 2 (success rate %, per ManiSkill task of the release; their robots differ from ours).
@@ -94,7 +96,8 @@ def paired_outcomes(episodes: pd.DataFrame, baseline: str, method: str) -> pd.Da
 def paired_difference(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
     """Method - baseline success rate (points) over paired outcomes with a paired bootstrap 95% interval and the exact
     McNemar p-value. Resampling is stratified by task (each task keeps its own number of pairs), so the average row
-    weighs tasks as the data does and no task can vanish from a resample."""
+    weighs tasks as the data does and no task can vanish from a resample. When no task has two pairs every resample
+    is the data itself: the bounds are NaN (no interval), not a zero-width one."""
     n = len(pairs)
     if n == 0:
         return {"pairs": 0, "diff": math.nan, "diff_ci_low": math.nan, "diff_ci_high": math.nan,
@@ -102,14 +105,16 @@ def paired_difference(pairs: pd.DataFrame, n_boot: int = 2000, seed: int = 0) ->
     d = pairs["meth"].to_numpy(int) - pairs["base"].to_numpy(int)  # +1, 0, -1 per pair
     rng = np.random.default_rng(seed)
     sums = np.zeros(n_boot)
-    for _, idx in pairs.groupby("task", sort=False).indices.items():
+    strata = pairs.groupby("task", sort=False).indices
+    for _, idx in strata.items():
         dd = d[idx]
         sums += dd[rng.integers(0, len(dd), size=(n_boot, len(dd)))].sum(1)
     boot = 100.0 * sums / n
+    resampled = max(len(idx) for idx in strata.values()) >= MIN_BOOTSTRAP_UNITS
+    lo, hi = (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))) if resampled else (math.nan, math.nan)
     b, c = int((d < 0).sum()), int((d > 0).sum())
-    return {"pairs": n, "diff": 100.0 * float(d.mean()), "diff_ci_low": float(np.quantile(boot, 0.025)),
-            "diff_ci_high": float(np.quantile(boot, 0.975)), "only_baseline": b, "only_method": c,
-            "p_mcnemar": mcnemar_exact(b, c)}
+    return {"pairs": n, "diff": 100.0 * float(d.mean()), "diff_ci_low": lo, "diff_ci_high": hi,
+            "only_baseline": b, "only_method": c, "p_mcnemar": mcnemar_exact(b, c)}
 
 
 def episodes_to_resolve(p_baseline: float, p_method: float, discordance: float | None = None, alpha: float = 0.05,
@@ -219,8 +224,12 @@ def verdict_line(table: pd.DataFrame, baseline: str, method: str) -> str:
     """One plain sentence about the ``average`` row: did ``method`` beat ``baseline`` on our numbers?"""
     avg = table[table["task"] == "average"].iloc[0]
     b, m = avg[f"{baseline}_sr"], avg[f"{method}_sr"]
-    d = (f"difference {avg['diff']:+.1f} points, paired 95% interval [{avg['diff_ci_low']:+.1f}, "
-         f"{avg['diff_ci_high']:+.1f}], McNemar p = {avg['p_mcnemar']:.3g}")
+    if pd.isna(avg["diff_ci_low"]) or pd.isna(avg["diff_ci_high"]):
+        reason = _no_diff_interval(avg).removeprefix("n/a").strip(" ()")
+        interval = "no paired 95% interval" + (f" ({reason})" if reason else "")
+    else:
+        interval = f"paired 95% interval [{avg['diff_ci_low']:+.1f}, {avg['diff_ci_high']:+.1f}]"
+    d = f"difference {avg['diff']:+.1f} points, {interval}, McNemar p = {avg['p_mcnemar']:.3g}"
     if avg["verdict"] == f"{method} better":
         return f"Verdict: {method} beats {baseline} on average ({m:.1f}% vs {b:.1f}%; {d})."
     if avg["verdict"] == f"{method} worse":
@@ -228,8 +237,17 @@ def verdict_line(table: pd.DataFrame, baseline: str, method: str) -> str:
     if m == b == 0:
         return (f"Verdict: cannot tell whether {method} beats {baseline}: neither succeeds ({d}); episodes where "
                 f"both fail say nothing about a difference.")
-    return (f"Verdict: cannot tell whether {method} beats {baseline}: {m:.1f}% vs {b:.1f}% on average, and the "
-            f"paired interval does not exclude 0 ({d}).")
+    why = "there is no paired interval" if "no paired" in interval else "the paired interval does not exclude 0"
+    return (f"Verdict: cannot tell whether {method} beats {baseline}: {m:.1f}% vs {b:.1f}% on average, and "
+            f"{why} ({d}).")
+
+
+def _no_diff_interval(row) -> str:
+    """Why a row's paired difference has no interval: one episode (seed) in all, or at most one per task."""
+    n = row.get("pairs", math.nan)
+    if pd.isna(n) or int(n) < MIN_BOOTSTRAP_UNITS:
+        return no_interval_reason(n)
+    return "n/a (1 episode per task)"
 
 
 def table_markdown(table: pd.DataFrame, baseline: str, method: str, title: str, note: str = "") -> str:
@@ -243,7 +261,8 @@ def table_markdown(table: pd.DataFrame, baseline: str, method: str, title: str, 
         cells = [str(r["task"]), *(str(r[c]) for c in robot_cols)]
         for pol in (baseline, method):
             cells.append(f"{r[f'{pol}_sr']:.1f} [{r[f'{pol}_ci_low']:.1f}, {r[f'{pol}_ci_high']:.1f}] (n={int(r[f'{pol}_n'])})")
-        cells.append(f"{r['diff']:+.1f} [{r['diff_ci_low']:+.1f}, {r['diff_ci_high']:+.1f}]")
+        cells.append(interval_cell(r["diff"], r["diff_ci_low"], r["diff_ci_high"], digits=1, signed=True,
+                                   reason=_no_diff_interval(r)))
         cells.append(f"{r['p_mcnemar']:.3g}")
         for c in paper_cols:
             v = r[c]

@@ -100,7 +100,10 @@ def ingestion_summary(index: pd.DataFrame, rows: pd.DataFrame, skipped: pd.DataF
     """One row per (task, kind): episodes and frames in the index, successes, attempts, demo success rate, skips.
 
     ``attempted`` counts every source row (a simulator attempt, an imported file or episode); the demo success
-    rate is successful attempts / attempts for ``kind == "demo"`` from the source rows (NaN for other kinds).
+    rate is successful attempts / attempts whose outcome is recorded, for ``kind == "demo"`` (NaN for other kinds).
+    An outcome is recorded when the source row says True/False, or, for a row without one (an importer's
+    "exists" row), when the episode's metadata in ``index`` does (``EpisodeMeta.success``; None = unknown). Demos
+    with no recorded outcome at all (a LeRobot dataset without ``next.success``) give NaN, unknown, not 0.
     """
     keys = sorted(
         set(zip(index["task"], index["kind"])) | set(zip(rows["task"], rows["kind"]))
@@ -111,8 +114,9 @@ def ingestion_summary(index: pd.DataFrame, rows: pd.DataFrame, skipped: pd.DataF
         idx = index[(index["task"] == task) & (index["kind"] == kind)]
         src = rows[(rows["task"] == task) & (rows["kind"] == kind)]
         skp = skipped[(skipped["task"] == task) & (skipped["kind"] == kind)]
-        src_success = src["success"].map(lambda v: bool(v) if v is not None and v == v else False)
+        outcome = _recorded_outcomes(src, index)
         attempted = len(src)
+        known = int(outcome.notna().sum())
         out.append({
             "task": task,
             "kind": kind,
@@ -120,13 +124,32 @@ def ingestion_summary(index: pd.DataFrame, rows: pd.DataFrame, skipped: pd.DataF
             "frames": int(idx["num_frames"].sum()) if len(idx) else 0,
             "successes": int(idx["success"].fillna(False).astype(bool).sum()) if len(idx) else 0,
             "attempted": attempted,
-            "demo_success_rate": float(src_success.sum() / attempted) if kind == "demo" and attempted else float("nan"),
+            "demo_success_rate": sum(v is True for v in outcome) / known if kind == "demo" and known else float("nan"),
             "skipped": len(skp),
         })
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS).astype(
         {"episodes": "int64", "frames": "int64", "successes": "int64", "attempted": "int64", "skipped": "int64",
          "demo_success_rate": "float64"}
     )
+
+
+def _known(v) -> bool | None:
+    """True/False for a recorded outcome; None for a missing one (None, NaN, pd.NA)."""
+    if v is None or v is pd.NA or (isinstance(v, float) and v != v):
+        return None
+    return bool(v)
+
+
+def _recorded_outcomes(src: pd.DataFrame, index: pd.DataFrame) -> pd.Series:
+    """Per source row: its recorded success (True/False) or None when unknown; a row without one takes the
+    episode's ``success`` from ``index`` (an unchanged imported episode's row carries no outcome of its own)."""
+    from_index = (dict(zip(index["episode_id"], index["success"]))
+                  if len(index) and "success" in index and "episode_id" in index else {})
+    out = []
+    for eid, v in zip(src["episode_id"], src["success"]):
+        k = _known(v)
+        out.append(k if k is not None else _known(from_index.get(eid)))
+    return pd.Series(out, index=src.index, dtype=object)
 
 
 def _metric_name(text: str) -> str:
