@@ -70,7 +70,8 @@ class FeatureCacheConfig:
     verify: on every run, re-hash each existing entry's payload against the checksum in its header (cheap next to
         encoding: about 1 GB/s); False only checks that the file parses and has the right shape.
     prefetch_batches: decoded frame batches the background decoder may run ahead of the encoder.
-    progress: show a tqdm progress bar (frames).
+    progress: report encoding progress (frames and episodes; a bar on a terminal, rate-limited log lines
+        otherwise, utils.progress; RLA_PROGRESS=0 silences it).
     wait_timeout_s: multi-process only: how long rank 0 waits for the other ranks' entries.
     """
 

@@ -10,11 +10,14 @@ Three stages, each a generator:
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+
+from rla_pipeline.utils.progress import Progress
 
 # (episode_id, first frame index, frames uint8 (b, H, W, 3), masks bool (b, H, W) | None)
 Segment = tuple[str, int, np.ndarray, "np.ndarray | None"]
@@ -95,10 +98,12 @@ def encode_episodes(store, enc, work: list[tuple[str, str, int]], prefetch: int,
     ``tokens`` is float16 (T, N, D). ``enc`` is a ``DinoEncoder`` (``encode_batch``, ``cfg.batch_size``,
     ``cfg.mask_background``, ``num_tokens``, ``token_dim``).
     """
-    from tqdm.auto import tqdm
-
     num_frames = {eid: n for eid, _, n in work}
-    bar = tqdm(total=sum(num_frames.values()), unit="frame", desc="DINO features", disable=None if progress else True)
+    # frames are the unit (episodes differ in length); the episodes written so far ride along as a postfix
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # torchrun: every rank reports its own share
+    desc = "DINO features" + (f" (rank {os.environ.get('RANK', '?')}/{world})" if world > 1 else "")
+    bar = Progress(sum(num_frames.values()), desc, unit="frame", enabled=progress)
+    episodes_done = 0
     bufs: dict[str, np.ndarray] = {}  # episode -> (T, N, D) float16 being filled
     filled: dict[str, int] = {}
     segments = prefetched_frames(store, [(eid, cam) for eid, cam, _ in work], enc.cfg.batch_size,
@@ -121,6 +126,8 @@ def encode_episodes(store, enc, work: list[tuple[str, str, int]], prefetch: int,
                 filled[eid] += len(seg)
                 if filled[eid] == bufs[eid].shape[0]:
                     yield eid, write(eid, bufs.pop(eid))
+                    episodes_done += 1
+            bar.set_postfix(episodes=f"{episodes_done}/{len(work)}")
             bar.update(len(frames))
     finally:
         segments.close()

@@ -25,6 +25,7 @@ import torch.nn as nn
 from rla_pipeline import tracking
 from rla_pipeline.rl.actor_critic import as_actor_critic
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.progress import Progress
 from rla_pipeline.utils.seeding import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,8 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
     ep_len = torch.zeros(B, device=device)
     global_step = 0
     t_start = time.perf_counter()
-    with tracking.child_run(run_name, tags={"algo": "ppo"}):
+    # a tqdm bar on a terminal, rate-limited log lines otherwise (utils/progress.py; RLA_PROGRESS=0 silences)
+    with tracking.child_run(run_name, tags={"algo": "ppo"}), Progress(num_updates, run_name, unit="update") as bar:
         tracking.log_params({"ppo": asdict(cfg), "imagined_env": asdict(env.cfg)})
         for update in range(1, num_updates + 1):
             if cfg.anneal_lr:
@@ -267,6 +269,9 @@ def train_ppo(policy, env, cfg: PPOConfig, run_name: str = "wmrl_ppo",
                                  step=global_step)
             logger.info("ppo update %d/%d return %.4f success %.2f kl %.4f", update, num_updates,
                         row["mean_return"], row["success_rate"], row["approx_kl"])
+            bar.set_postfix(ret=f"{row['mean_return']:.4g}", success=f"{row['success_rate']:.2f}",
+                            env_steps=global_step)
+            bar.update(1)
             if callback is not None:
                 callback(update, row)
     ac = ac.cpu().eval()

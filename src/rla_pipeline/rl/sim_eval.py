@@ -24,6 +24,7 @@ import torch
 from rla_pipeline.models.policy import task_index_of
 from rla_pipeline.sim.envs import check_step_limits, step_limit
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -172,15 +173,38 @@ def evaluate_in_sim(policy_kind: str, policy, task: str, n_episodes: int, seeds:
     """
     cfg = cfg or SimEvalConfig()
     _check_args(policy_kind, encoder, n_episodes, seeds)
-    policy = policy.cpu().eval()
     name = policy_name or type(policy).__name__
+    with Progress(n_episodes, f"sim eval {name} on {task}", unit="episode") as bar:
+        return pd.DataFrame(_episodes_in_process(policy_kind, policy, task, n_episodes, seeds, cfg, encoder, name,
+                                                 bar, _SuccessCount()))
+
+
+class _SuccessCount:
+    """Successes among the episodes so far, shown after the progress numbers (``success=3/10``)."""
+
+    def __init__(self) -> None:
+        self.wins = self.runs = 0
+
+    def add(self, row: dict, bar: Progress) -> None:
+        self.wins, self.runs = self.wins + int(row["success"]), self.runs + 1
+        bar.set_postfix(success=f"{self.wins}/{self.runs}")
+        bar.update(1)
+
+
+def _episodes_in_process(policy_kind: str, policy, task: str, n_episodes: int, seeds: Sequence[int],
+                         cfg: SimEvalConfig, encoder, name: str, bar: Progress, count: _SuccessCount) -> list[dict]:
+    """The rows of :func:`evaluate_in_sim`, each episode counted on ``bar``."""
+    policy = policy.cpu().eval()
     env = _make_eval_env(task, cfg)
+    rows = []
     try:
         _check_action_dim(env, policy, task, cfg)
-        rows = [_episode(env, policy_kind, policy, task, seed, cfg, encoder, name) for seed in list(seeds)[:n_episodes]]
+        for seed in list(seeds)[:n_episodes]:
+            rows.append(_episode(env, policy_kind, policy, task, seed, cfg, encoder, name))
+            count.add(rows[-1], bar)
     finally:
         env.close()
-    return pd.DataFrame(rows)
+    return rows
 
 
 def _check_args(policy_kind: str, encoder, n_episodes: int, seeds: Sequence[int]) -> None:
@@ -214,23 +238,29 @@ def evaluate_many_in_sim(policies: dict[str, tuple[str, object]], tasks: Sequenc
     parallel = cfg.workers > 1 and all(kind == "image" for kind, _ in policies.values())
     if cfg.workers > 1 and not parallel:
         logger.info("token policies need the DINO encoder: evaluating in-process (evaluation.sim.workers ignored)")
-    if not parallel:
-        frames = [evaluate_in_sim(kind, model, task, n_episodes, seeds, cfg, encoder=encoder, policy_name=name)
-                  for task in tasks for name, (kind, model) in policies.items()]
-        return pd.concat(frames, ignore_index=True)
-    from rla_pipeline.sim.parallel import SimPool, ordered_map
+    # one progress bar / rate-limited log line over every episode of every policy and task (utils/progress.py)
+    bar = Progress(len(tasks) * len(policies) * n_episodes, "sim eval", unit="episode")
+    count = _SuccessCount()
+    with bar:
+        if not parallel:
+            frames = [pd.DataFrame(_episodes_in_process(kind, model, task, n_episodes, seeds, cfg, encoder, name,
+                                                        bar, count))
+                      for task in tasks for name, (kind, model) in policies.items()]
+            return pd.concat(frames, ignore_index=True)
+        from rla_pipeline.sim.parallel import SimPool, ordered_map
 
-    payload = {name: (kind, model.cpu().eval()) for name, (kind, model) in policies.items()}
-    jobs = [(f"{name} on {task} seed {int(seed)}", (name, task, int(seed), cfg))
-            for task in tasks for name in policies for seed in list(seeds)[:n_episodes]]
-    with SimPool(cfg.workers, payload=payload) as pool:
-        # all jobs queued at once (window = all): evaluation keeps every episode, nothing is speculative
-        rows = []
-        for r in ordered_map(pool, _episode_in_worker, jobs, window=len(jobs)):
-            logger.info("%s %s seed %d: success=%s steps=%d", r["policy"], r["task"], r["seed"], r["success"],
-                        r["steps"])  # workers' own log records do not reach the parent's handlers
-            rows.append(r)
-    return pd.DataFrame(rows)
+        payload = {name: (kind, model.cpu().eval()) for name, (kind, model) in policies.items()}
+        jobs = [(f"{name} on {task} seed {int(seed)}", (name, task, int(seed), cfg))
+                for task in tasks for name in policies for seed in list(seeds)[:n_episodes]]
+        with SimPool(cfg.workers, payload=payload) as pool:
+            # all jobs queued at once (window = all): evaluation keeps every episode, nothing is speculative
+            rows = []
+            for r in ordered_map(pool, _episode_in_worker, jobs, window=len(jobs)):
+                logger.info("%s %s seed %d: success=%s steps=%d", r["policy"], r["task"], r["seed"], r["success"],
+                            r["steps"])  # workers' own log records do not reach the parent's handlers
+                rows.append(r)
+                count.add(r, bar)  # results come back in job order: the count is of the first episodes
+        return pd.DataFrame(rows)
 
 
 def sim_steps_per_second(task: str, cfg: SimEvalConfig, encoder=None, n_steps: int = 20, seed: int = 0) -> dict[str, float]:

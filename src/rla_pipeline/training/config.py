@@ -39,7 +39,7 @@ class TrainerConfig:
     num_workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" (DDP ranks use cuda:LOCAL_RANK)
     num_processes: int = 1  # > 1: DDP workers launched here (ignored under torchrun, which sets the world)
-    progress: bool = True  # tqdm progress bar (rank 0)
+    progress: bool = True  # progress of the steps on rank 0: tqdm bar on a terminal, else log lines (utils/progress.py)
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)

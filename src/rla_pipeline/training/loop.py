@@ -32,6 +32,7 @@ from rla_pipeline.training.resume import config_hash as compute_config_hash
 from rla_pipeline.training.resume import find_resumable, finished_result
 from rla_pipeline.training.sampling import EpochKeyedDataset, GlobalBatchSampler
 from rla_pipeline.training.schedules import make_lr_lambda
+from rla_pipeline.utils.progress import Progress
 from rla_pipeline.utils.seeding import resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -136,8 +137,6 @@ def _mean_over_ranks(loss: torch.Tensor, step_metrics: dict[str, float], ctx: dd
 def _loop(model, loss_fn, train_dataset, val_dataset, config: TrainerConfig, val_fn, callbacks,
           ctx: ddp.DistContext, device: torch.device, config_hash: str, state: dict | None,
           mlflow_on: bool) -> TrainResult:
-    from tqdm.auto import tqdm
-
     seed_everything(config.seed + ctx.rank)
     num_samples = len(train_dataset)
     batch_size = _effective_batch_size(config, num_samples, ctx.world_size)
@@ -198,8 +197,9 @@ def _loop(model, loss_fn, train_dataset, val_dataset, config: TrainerConfig, val
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = config.grad_clip if config.grad_clip is not None else float("inf")
 
-    bar = tqdm(total=config.max_steps, initial=start_step, desc=config.run_name, dynamic_ncols=True,
-               disable=not (config.progress and ctx.is_main))
+    # a tqdm bar on a terminal, rate-limited log lines otherwise (utils/progress.py; RLA_PROGRESS=0 silences)
+    bar = Progress(config.max_steps, config.run_name, unit="step", initial=start_step,
+                   enabled=config.progress and ctx.is_main)
     it = iter(loader)
     t_window = time.perf_counter()
     try:
@@ -228,7 +228,6 @@ def _loop(model, loss_fn, train_dataset, val_dataset, config: TrainerConfig, val
             for k, v in row.items():
                 accum[k] = accum.get(k, 0.0) + v
             accum_n += 1
-            bar.update(1)
             if step % config.log_every == 0 or step == config.max_steps:
                 train_row = {"step": step, "split": "train", **{k: v / accum_n for k, v in accum.items()},
                              "lr": lr_used}
@@ -271,6 +270,7 @@ def _loop(model, loss_fn, train_dataset, val_dataset, config: TrainerConfig, val
                         "saved_at": time.time(),
                         "mlflow_run_id": tracking.active_run_id() or "",  # a resumed run links to this one
                     })
+            bar.update(1)  # after this step's postfix, validation and checkpoint: a log line shows all of them
     finally:
         bar.close()
         del it  # stops DataLoader workers
