@@ -1,5 +1,5 @@
 """The RLA shape study on a real PostgreSQL server (pgserver, started by the test): the real worker command
-`python -m rla_pipeline.tuning.study --storage URL ...` in several processes, one of them killed with SIGKILL
+`python -m rla_pipeline.pipelines.tune.worker --storage URL ...` in several processes, one of them killed with SIGKILL
 mid-trial; the study still ends with exactly N counted trials, none lost or duplicated.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 def _worker(project_root, storage, env, log):
     return subprocess.Popen(
-        [sys.executable, "-m", "rla_pipeline.tuning.study", "--storage", storage, "--study", STUDY,
+        [sys.executable, "-m", "rla_pipeline.pipelines.tune.worker", "--storage", storage, "--study", STUDY,
          "--n-trials", str(N), "--env", "test", "--project", str(project_root)],
         cwd=project_root, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

@@ -190,9 +190,9 @@ def test_same_name_with_other_data_or_space_gets_its_own_study(tmp_path, monkeyp
         S.run_worker(storage, cfg, tiny.tiny_trial_data(seed=0))
 
 
-@pytest.mark.parametrize("module", ["rla_pipeline.pipelines.tune.worker", "rla_pipeline.tuning.study"])
+@pytest.mark.parametrize("module", ["rla_pipeline.pipelines.tune.worker"])
 def test_worker_cli_keeps_its_flags(module):
-    """The extra-worker command (and its old name) parse the documented flags."""
+    """The extra-worker command parses the documented flags."""
     res = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=300,
                          env=_env())
     assert res.returncode == 0, res.stderr[-2000:]

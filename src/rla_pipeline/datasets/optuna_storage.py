@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from kedro.io import AbstractDataset, DatasetError
 
+from rla_pipeline.tuning.storage import STORAGE_ENV, redact_url, sqlite_url
 from rla_pipeline.utils.atomic import atomic_write_text
 
 
@@ -25,8 +26,6 @@ class OptunaStorageDataset(AbstractDataset[None, str]):
         self.metadata = metadata
 
     def load(self) -> str:
-        from rla_pipeline.tuning.study import STORAGE_ENV, sqlite_url
-
         return os.environ.get(STORAGE_ENV) or self._url or sqlite_url(self._filepath)
 
     def save(self, data: Any) -> None:
@@ -36,8 +35,6 @@ class OptunaStorageDataset(AbstractDataset[None, str]):
         return bool(self._url) or Path(self._filepath).exists()
 
     def _describe(self) -> dict[str, Any]:
-        from rla_pipeline.tuning.study import redact_url
-
         return {"filepath": self._filepath, "url": redact_url(self._url) if self._url else None}
 
 

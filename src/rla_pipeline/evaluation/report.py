@@ -222,7 +222,7 @@ def _tuning_section(tuned: dict | None, cfg: ReportConfig) -> str:
         return _section("tuning", "RLA latent-shape tuning",
                         '<p class="missing" id="tuning-not-run">Tuning: not run (no Optuna study result; run '
                         "<code>kedro run --pipelines=tune</code>).</p>")
-    from rla_pipeline.tuning.study import tradeoff_figure
+    from rla_pipeline.tuning.results import tradeoff_figure
 
     best = (f"<p>Best shape: <strong>{tuned['latent_tokens']} x {tuned['latent_dim']}</strong> "
             f"(K x d = {tuned['latent_tokens'] * tuned['latent_dim']}), lr {tuned.get('lr', float('nan')):.2e}, "

@@ -95,14 +95,12 @@ def check_rla_data(feature_cache, episode_splits: pd.DataFrame, h_min: int, *, n
             f"episodes")
 
 
-def check_world_model_data(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame, params,
+def check_world_model_data(feature_cache, episode_splits: pd.DataFrame, episode_index: pd.DataFrame, p,
                            *, evaluation: bool = True) -> None:
     """The world models need train episodes with actions (long enough for a training pair) and, for their
     evaluation (run after training, so checked before it), validation episodes with actions longer than every
-    asked horizon. ``params``: ``params:world_model`` (dict or WorldModelStageConfig)."""
-    from rla_pipeline.stages.world_model import WorldModelStageConfig
-
-    p = WorldModelStageConfig.from_dict(params)
+    asked horizon. ``p``: the stage's parsed ``params:world_model`` (``stages.world_model.WorldModelStageConfig``;
+    the checks sit below the stages they serve, so they parse no stage's parameters)."""
     src = p.samples.action_source
     if p.conditioning == "joint_positions":
         check_joint_positions(feature_cache, episode_splits, episode_index)

@@ -3,8 +3,6 @@ paper's Tables 2 and 3 (with the paper's numbers beside) and the imagined-vs-rea
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -15,7 +13,9 @@ import pandas as pd
 import torch
 
 from rla_pipeline.rl.sim_eval import SimEvalConfig
+from rla_pipeline.stages.wmrl_env import WMRLConfig, make_imagined_env
 from rla_pipeline.utils.config import from_dict
+from rla_pipeline.utils.hashing import json_digest
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def sim_digest(scfg: SimEvalConfig) -> str:
 
     d = {k: v for k, v in dataclasses.asdict(scfg).items() if k != "workers"}
     d["default_task_max_steps"] = dict(TASK_MAX_STEPS)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(d, 16)
 
 
 def same_weights(a, b) -> bool:
@@ -167,7 +167,6 @@ def check_same_execution(params, rl_params, chunk: int) -> int:
     """The simulator must execute as many actions per chunk as PPO's imagined env did (else WMRL is scored on a
     control loop it was not optimised for). -> that number; ValueError when they differ."""
     from rla_pipeline.rl.sim_eval import executed_actions
-    from rla_pipeline.stages.wmrl import WMRLConfig
 
     sim = executed_actions(EvaluationConfig.from_dict(params).sim.execute_steps, chunk)
     imagined = executed_actions(WMRLConfig.from_dict(rl_params).env.get("execute_steps"), chunk)
@@ -284,7 +283,6 @@ def speed_table(world_model, start_policy, feature_cache, episode_index: pd.Data
     from rla_pipeline.evaluation.success import speed_markdown
     from rla_pipeline.rl.imagined_env import imagined_steps_per_second
     from rla_pipeline.rl.sim_eval import sim_steps_per_second
-    from rla_pipeline.stages.wmrl import make_imagined_env
 
     cfg = EvaluationConfig.from_dict(params)
     encoder = dino_encoder(features_params, feature_cache)

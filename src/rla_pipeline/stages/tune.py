@@ -10,7 +10,9 @@ import pandas as pd
 from rla_pipeline.models.rla import RLAConfig
 from rla_pipeline.stages.rla import RLAData, RLAStageConfig, build_rla_data, build_rla_model
 from rla_pipeline.tuning.config import TuneConfig
-from rla_pipeline.tuning.study import TrialData
+from rla_pipeline.tuning.results import tradeoff_figure, trials_table, tuned_shape
+from rla_pipeline.tuning.storage import resolve_storage
+from rla_pipeline.tuning.study import TrialData, run_worker
 
 
 def rla_trial_data(data: RLAData, model: RLAConfig, trainer: dict[str, Any]) -> TrialData:
@@ -72,10 +74,6 @@ def tune_rla_shape(optuna_storage: str, feature_cache, episode_index: pd.DataFra
 
     -> (rla_tuned_shape dict, rla_tuning_trials DataFrame, rla_tuning_tradeoff matplotlib Figure).
     """
-    from rla_pipeline.tuning.results import tradeoff_figure, trials_table, tuned_shape
-    from rla_pipeline.tuning.storage import resolve_storage
-    from rla_pipeline.tuning.study import run_worker
-
     cfg = TuneConfig.from_dict(tune_params)
     url = resolve_storage(cfg.storage, optuna_storage)
     data = build_trial_data(feature_cache, episode_index, episode_splits, rla_params, device)

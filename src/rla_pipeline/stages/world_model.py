@@ -22,10 +22,12 @@ import pandas as pd
 
 from rla_pipeline.features.samples import CONDITIONING, SampleConfig
 from rla_pipeline.models.world_model import WorldModelConfig
+from rla_pipeline.stages.checks import check_world_model_data
 from rla_pipeline.stages.common import (
     action_episode_ids, check_trainer_block, checkpoint_dir, episode_ids, sample_token_stats, token_pair_datasets,
     trainer_config,
 )
+from rla_pipeline.stages.robots import per_robot_table, pictures_robot, robot_action_stats, tag_robots
 from rla_pipeline.utils.config import check_keys, from_dict
 
 logger = logging.getLogger(__name__)
@@ -131,9 +133,6 @@ def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, par
     from rla_pipeline.features.samples import action_stats
     from rla_pipeline.models.world_model import WORLD_MODELS, world_model_loss
     from rla_pipeline.training.trainer import train
-
-    from rla_pipeline.stages.checks import check_world_model_data
-    from rla_pipeline.stages.robots import robot_action_stats, tag_robots
 
     p = WorldModelStageConfig.from_dict(params)
     # up front, evaluation included: a split the evaluation cannot use must stop before minutes of training
@@ -287,9 +286,6 @@ def evaluate_world_models(world_model, wm_baseline_deterministic, wm_baseline_ab
     from rla_pipeline import tracking
     from rla_pipeline.evaluation.metrics import rollout_batch, world_model_table
     from rla_pipeline.evaluation.plots import TokenPCA, error_vs_horizon, feature_pictures
-
-    from rla_pipeline.stages.checks import check_world_model_data
-    from rla_pipeline.stages.robots import per_robot_table, pictures_robot
 
     p = WorldModelStageConfig.from_dict(params)
     check_world_model_data(feature_cache, episode_splits, episode_index, p)

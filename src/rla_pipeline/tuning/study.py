@@ -295,14 +295,3 @@ def n_claimed(study) -> int:
 
     return len(study.get_trials(deepcopy=False, states=(*_counted_states(), TrialState.RUNNING)))
 
-
-# Old import paths kept for two modules of other owners until they import from tuning.storage / tuning.results:
-# datasets/optuna_storage.py (STORAGE_ENV, sqlite_url, redact_url) and evaluation/report.py (tradeoff_figure).
-from rla_pipeline.tuning.results import tradeoff_figure  # noqa: E402,F401
-from rla_pipeline.tuning.storage import STORAGE_ENV, sqlite_url  # noqa: E402,F401
-
-
-if __name__ == "__main__":  # pragma: no cover - the worker CLI lives on the Kedro floor (it reads the catalog)
-    from rla_pipeline.pipelines.tune.worker import main
-
-    raise SystemExit(main())

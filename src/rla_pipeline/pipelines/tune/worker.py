@@ -3,9 +3,9 @@
     python -m rla_pipeline.pipelines.tune.worker --storage postgresql://user:pw@host/db --study rla_latent_shape \
         --n-trials 16 [--env test] [--project .]
 
-(``python -m rla_pipeline.tuning.study`` with the same flags runs this too.) The data (feature cache, episode index
-and splits) and the params come from the catalog of the project in ``--project``; the storage defaults to
-``RLA_OPTUNA_STORAGE``, then ``tune.storage``, then the catalog's ``optuna_storage`` entry.
+The data (feature cache, episode index and splits) and the params come from the catalog of the project in
+``--project``; the storage defaults to ``RLA_OPTUNA_STORAGE``, then ``tune.storage``, then the catalog's
+``optuna_storage`` entry. This is the only worker command: ``rla_pipeline.tuning`` knows no Kedro and no stage.
 """
 from __future__ import annotations
 
