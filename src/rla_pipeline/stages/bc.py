@@ -233,8 +233,11 @@ def decoded_copy(episode: dict, decoded: np.ndarray, size: int, eid: str = "?") 
 
 def train_bc_policy(store, index: pd.DataFrame, tasks: Sequence[str], params, seed: int, device: str,
                     run_name: str, cache=None, rla=None, checkpoint_root: str | None = None, pixel_decoder=None,
-                    evaluation_params: dict | None = None):
+                    evaluation_params: dict | None = None, z_of=None):
     """BC-ResNet (``rla`` None) or BC+RLA (``rla`` + ``cache``). Returns (policy, history DataFrame).
+
+    ``z_of``: episode id -> its z targets (T, K, d); default the frozen ``rla``'s :func:`latent_targets` of the
+    episode's cached tokens. The controls of ``rl.bc_controls`` (shuffled z, an untrained RLA) pass their own.
 
     ``actionless_bc.decoded_copies`` (on by default) needs ``cache`` and ``pixel_decoder``: labelled episodes are
     added again as the decoder's RGB of their cached tokens at the simulator camera's size
@@ -253,10 +256,11 @@ def train_bc_policy(store, index: pd.DataFrame, tasks: Sequence[str], params, se
     pconf = dataclasses.replace(cfg.policy, action_dim=A, num_tasks=len(tasks), task_names=tasks)
     if with_latent:
         pconf = dataclasses.replace(pconf, latent_tokens=rla.config.latent_tokens, latent_dim=rla.config.latent_dim)
-    z_of = None
-    if with_latent:
+    if with_latent and z_of is None:
         rla = rla.eval()
         z_of = lambda eid: latent_targets(rla, cache.tokens(eid), h=pconf.chunk)  # noqa: E731
+    elif not with_latent:
+        z_of = None
     decoded_of, copies = None, ""
     if cfg.decoded_copies:
         if cache is None or pixel_decoder is None:
