@@ -21,7 +21,6 @@ import yaml
 pytestmark = [pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "episodes"))
 
 
@@ -39,8 +38,9 @@ def _conf(project_root: Path, tmp: Path, ingestion: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def own_data(tmp_path_factory, project_root):
-    from bench_import import write_lerobot_v3
     from media_helpers import level_frames, write_video
+
+    from rla_pipeline.episodes.synthetic import write_lerobot_v3
 
     tmp = tmp_path_factory.mktemp("own")
     arm7 = write_lerobot_v3(tmp / "rec" / "arm7", n_episodes=4, frames=16, action_dim=7, robot="arm7",
@@ -98,7 +98,7 @@ def sim_and_lerobot(tmp_path_factory, project_root):
     """ManiSkill PullCube-v1 episodes (Panda, real simulator, test sizes) + a LeRobot v3.0 dataset of another arm,
     through `world_model_from_data` with the paper's conditioning: joint positions (Panda qpos 9-d, the arm's
     2-d observation.state)."""
-    from bench_import import write_lerobot_v3
+    from rla_pipeline.episodes.synthetic import write_lerobot_v3
 
     tmp = tmp_path_factory.mktemp("simlr")
     arm = write_lerobot_v3(tmp / "rec" / "arm", n_episodes=4, frames=16, action_dim=6, robot="lerobot_arm",

@@ -1,12 +1,7 @@
 """An interrupted LeRobot import resumes without redoing finished episodes (and a half-written one is redone)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 
 class Interrupted(Exception):
@@ -14,10 +9,9 @@ class Interrupted(Exception):
 
 
 def test_a_resumed_import_does_not_redo_finished_episodes(tmp_path):
-    from bench_import import write_lerobot_v3
-
     from rla_pipeline.episodes.format import EpisodeStore
     from rla_pipeline.episodes.sources.lerobot import import_lerobot
+    from rla_pipeline.episodes.synthetic import write_lerobot_v3
 
     ds = write_lerobot_v3(tmp_path / "ds", n_episodes=6, frames=5, episodes_per_file=4, size=16)
     store = EpisodeStore(tmp_path / "episodes")

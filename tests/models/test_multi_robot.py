@@ -117,3 +117,19 @@ def test_imagined_env_steps_each_env_with_its_start_states_robot():
     # env 1 is arm7 both times: identical; env 0 changes robot: its action encoder, hence its next state, differs
     torch.testing.assert_close(out[("arm4", "arm7")][1], out[("arm7", "arm7")][1])
     assert not torch.allclose(out[("arm4", "arm7")][0], out[("arm7", "arm7")][0])
+
+
+def test_per_robot_action_encoder_runs_under_bfloat16_autocast():
+    """One step MLP per robot under autocast (the paper's GPU setting, amp bf16): the per-robot outputs are
+    written into one tensor of their own dtype (index_put failed on float32 zeros vs bfloat16 outputs)."""
+    from rla_pipeline.models.world_model import ActionEncoder
+
+    torch.manual_seed(0)
+    enc = ActionEncoder(action_dim=4, embed=8, width=16, robots={"panda": 4, "panda_stick": 3})
+    actions, mask = torch.randn(5, 3, 4), torch.ones(5, 3, dtype=torch.bool)
+    robot = torch.tensor([0, 1, 0, 1, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tok = enc(actions, mask, robot)
+    ref = enc(actions, mask, robot)
+    assert tok.shape == ref.shape == (5, 16) and torch.isfinite(tok.float()).all()
+    assert torch.allclose(tok.float(), ref, atol=0.1)

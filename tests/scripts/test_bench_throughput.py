@@ -1,19 +1,15 @@
-"""Part (d) of scripts/bench_throughput.py against a real (sqlite) MLflow store, and its FLOP counting."""
+"""Part (d) of scripts/bench_throughput.py (rla_pipeline.bench.throughput) against a real (sqlite) MLflow store,
+and its FLOP counting."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 
 @pytest.fixture()
 def bench():
-    import bench_throughput
+    from rla_pipeline.bench import throughput
 
-    return bench_throughput
+    return throughput
 
 
 def test_wmrl_timings_come_from_the_latest_wmrl_run(bench, tmp_path):

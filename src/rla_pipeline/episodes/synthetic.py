@@ -3,10 +3,14 @@
 They are real episodes in the project's format (mp4 + Parquet + meta) with learnable dynamics: the action
 moves the gripper, the gripper pushes the block on contact. No simulator needed, so the test suite can
 exercise every stage quickly. Source ``"synthetic"``; never mixed into the default pipeline's data.
+
+``write_lerobot_v3`` writes a generated dataset in LeRobot's v3.0 layout instead (the importer's input), for the
+import tests, ``scripts/bench_import.py`` and the README's quick start.
 """
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -126,3 +130,89 @@ def write_synthetic_store(store, n_per_kind: int = 2, tasks=("SyntheticPush-v0",
                     store.write(ep)
                 ids.append(eid)
     return ids
+
+
+LEROBOT_FPS = 10  # frame rate of the LeRobot v3.0 datasets that write_lerobot_v3 writes
+
+
+def write_lerobot_v3(root, n_episodes: int, frames: int = 8, action_dim: int = 3, robot: str = "bench_arm",
+                     episodes_per_file: int = 100, size: int = 16, tasks=("pick the cube", "push the cube"),
+                     seed: int = 0) -> Path:
+    """A LeRobot v3.0 dataset folder as LeRobot writes it: ``episodes_per_file`` episodes back to back in each
+    data parquet and each mp4 (h264 here; LeRobot defaults to AV1), ``meta/episodes`` rows pointing into them with
+    ``from_timestamp``; ``action`` of width ``action_dim`` and a 2-d ``observation.state``. Frames are a moving
+    bright square on a grey level per episode, so neighbouring frames differ."""
+    import json
+    from fractions import Fraction
+
+    import av
+    import pandas as pd
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    key = "observation.images.front"
+    for d in ("meta/episodes/chunk-000", "data/chunk-000", f"videos/{key}/chunk-000"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    info = {
+        "codebase_version": "v3.0", "robot_type": robot, "total_episodes": n_episodes,
+        "total_frames": n_episodes * frames, "total_tasks": len(tasks), "chunks_size": 1000, "fps": LEROBOT_FPS,
+        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+        "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+        "features": {
+            "timestamp": {"dtype": "float32", "shape": [1]}, "frame_index": {"dtype": "int64", "shape": [1]},
+            "episode_index": {"dtype": "int64", "shape": [1]}, "index": {"dtype": "int64", "shape": [1]},
+            "task_index": {"dtype": "int64", "shape": [1]},
+            "observation.state": {"dtype": "float32", "shape": [2]},
+            "action": {"dtype": "float32", "shape": [action_dim]},
+            key: {"dtype": "video", "shape": [size, size, 3], "names": ["height", "width", "channels"]},
+        },
+    }
+    (root / "meta" / "info.json").write_text(json.dumps(info, indent=2))
+    pd.DataFrame({"task_index": list(range(len(tasks)))}, index=pd.Index(list(tasks), name="task")).to_parquet(
+        root / "meta" / "tasks.parquet")
+    eps, index = [], 0
+    for f, first in enumerate(range(0, n_episodes, episodes_per_file)):
+        ids = range(first, min(first + episodes_per_file, n_episodes))
+        tables = []
+        with av.open(str(root / "videos" / key / "chunk-000" / f"file-{f:03d}.mp4"), "w") as container:
+            stream = container.add_stream("libx264", rate=Fraction(LEROBOT_FPS))
+            stream.width = stream.height = size
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "18", "bf": "0"}
+            start_in_file = 0
+            for e in ids:
+                level = int(rng.integers(30, 200))
+                pos = rng.integers(0, size // 2, size=2)
+                acts = rng.normal(size=(frames, action_dim)).astype(np.float32)
+                for t in range(frames):
+                    img = np.full((size, size, 3), level, np.uint8)
+                    y, x = (pos + t) % (size - 4)
+                    img[y:y + 4, x:x + 4] = 255
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                        container.mux(packet)
+                tables.append(pd.DataFrame({
+                    "timestamp": (np.arange(frames) / LEROBOT_FPS).astype(np.float32),
+                    "frame_index": np.arange(frames, dtype=np.int64),
+                    "episode_index": np.full(frames, e, np.int64),
+                    "index": np.arange(index, index + frames, dtype=np.int64),
+                    "task_index": np.full(frames, e % len(tasks), np.int64),
+                    "observation.state": [np.array([e, t], np.float32) for t in range(frames)],
+                    "action": list(acts),
+                }))
+                eps.append({
+                    "episode_index": e, "tasks": [tasks[e % len(tasks)]], "length": frames,
+                    "data/chunk_index": 0, "data/file_index": f,
+                    "dataset_from_index": index, "dataset_to_index": index + frames,
+                    f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": f,
+                    f"videos/{key}/from_timestamp": start_in_file / LEROBOT_FPS,
+                    f"videos/{key}/to_timestamp": (start_in_file + frames) / LEROBOT_FPS,
+                    "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
+                })
+                index += frames
+                start_in_file += frames
+            for packet in stream.encode():
+                container.mux(packet)
+        pd.concat(tables, ignore_index=True).to_parquet(root / "data" / "chunk-000" / f"file-{f:03d}.parquet",
+                                                        index=False)
+    pd.DataFrame(eps).to_parquet(root / "meta" / "episodes" / "chunk-000" / "file-000.parquet", index=False)
+    return root

@@ -124,12 +124,15 @@ class ActionEncoder(nn.Module):
             return self.mlp(actions)
         if robot is None:
             raise ValueError(f"this action encoder has one MLP per robot {self.robots}: pass the robot index")
-        x = actions.new_zeros(*actions.shape[:2], self.embed)
+        x = None
         for i, (mlp, a) in enumerate(zip(self.mlps, self.widths)):
             sel = robot == i
             if bool(sel.any()):
-                x[sel] = mlp(actions[sel][..., :a])
-        return x
+                out = mlp(actions[sel][..., :a])
+                if x is None:  # the MLPs' output dtype (bfloat16 under autocast), not the actions'
+                    x = out.new_zeros(*actions.shape[:2], self.embed)
+                x[sel] = out.to(x.dtype)
+        return actions.new_zeros(*actions.shape[:2], self.embed) if x is None else x
 
     def forward(self, actions: torch.Tensor, mask: torch.Tensor, robot: torch.Tensor | None = None) -> torch.Tensor:
         B, H, _ = actions.shape

@@ -128,10 +128,36 @@ def baseline_steps(params, rla_params) -> int:
     return wm.max_steps + math.ceil(rla.max_steps * rla.batch_size / wm.batch_size)
 
 
+def build_world_model(kind: str, p: WorldModelStageConfig, train_ds, train_ids: list[str], robots: dict,
+                      feature_cache, episode_index, rla_model=None, seed: int = 0):
+    """A fresh world model of ``kind`` (a key of NAMES) sized to ``train_ds`` (robot-tagged token pairs of the
+    action-labelled training episodes ``train_ids``; ``robots`` from :func:`tag_robots`), with its token and action
+    statistics set from those episodes. ``rla_model``: the frozen RLA (``rla_wm`` only). Seeds the global RNGs with
+    ``seed`` before drawing the initial weights."""
+    from rla_pipeline.features.samples import action_stats
+    from rla_pipeline.models.world_model import WORLD_MODELS
+    from rla_pipeline.utils.seeding import seed_everything
+
+    cfg = dataclasses.replace(p.model, num_tokens=train_ds.num_tokens, token_dim=train_ds.token_dim, robots=robots,
+                              action_dim=train_ds.action_dim, max_actions=p.samples.h_max,
+                              conditioning=p.conditioning,
+                              **{**getattr(p.baselines, kind, {}), **FORCED.get(kind, {})},
+                              **({"rla": rla_model.config} if kind == "rla_wm" else {}))
+    seed_everything(seed)  # the initial weights are drawn here, before the trainer seeds its own RNGs
+    model = WORLD_MODELS["rla_wm"](cfg, rla=rla_model) if kind == "rla_wm" else WORLD_MODELS[MODEL_OF[kind]](cfg)
+    if kind != "rla_wm":  # RLA-WM uses the frozen RLA's token statistics
+        model.set_stats(*sample_token_stats(feature_cache, train_ids, p.stats_max_frames, p.samples.seed))
+    a = action_stats(feature_cache, train_ids, p.samples.action_source, train_ds.action_dim)
+    model.set_stats(action_mean=a["mean"], action_std=a["std"])
+    if robots:  # each robot normalised by its own statistics (its columns are its own joints / action axes)
+        model.set_robot_action_stats(robot_action_stats(feature_cache, episode_index, train_ids,
+                                                        p.samples.action_source))
+    return model
+
+
 def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, params, device: str,
          checkpoint_root: str | None, seed: int = 0, rla_params: dict | None = None, checkpoint_name: str | None = None):
-    from rla_pipeline.features.samples import action_stats
-    from rla_pipeline.models.world_model import WORLD_MODELS, world_model_loss
+    from rla_pipeline.models.world_model import world_model_loss
     from rla_pipeline.training.trainer import train
 
     p = WorldModelStageConfig.from_dict(params)
@@ -149,22 +175,7 @@ def _fit(kind: str, rla_model, feature_cache, episode_splits, episode_index, par
     train_ds, val_ds = token_pair_datasets(feature_cache, episode_index, train_ids, val_ids, p.samples)
     # robot identity from the episode metadata: one action MLP per robot before the shared GRU
     train_ds, val_ds, robots = tag_robots(feature_cache, episode_index, train_ds, val_ds, p.samples.action_source)
-    cfg = dataclasses.replace(p.model, num_tokens=train_ds.num_tokens, token_dim=train_ds.token_dim, robots=robots,
-                              action_dim=train_ds.action_dim, max_actions=p.samples.h_max,
-                              conditioning=p.conditioning,
-                              **{**getattr(p.baselines, kind, {}), **FORCED.get(kind, {})},
-                              **({"rla": rla_model.config} if kind == "rla_wm" else {}))
-    from rla_pipeline.utils.seeding import seed_everything
-
-    seed_everything(seed)  # the initial weights are drawn here, before the trainer seeds its own RNGs
-    model = WORLD_MODELS["rla_wm"](cfg, rla=rla_model) if kind == "rla_wm" else WORLD_MODELS[MODEL_OF[kind]](cfg)
-    if kind != "rla_wm":  # RLA-WM uses the frozen RLA's token statistics
-        model.set_stats(*sample_token_stats(feature_cache, train_ids, p.stats_max_frames, p.samples.seed))
-    a = action_stats(feature_cache, train_ids, p.samples.action_source, train_ds.action_dim)
-    model.set_stats(action_mean=a["mean"], action_std=a["std"])
-    if robots:  # each robot normalised by its own statistics (its columns are its own joints / action axes)
-        model.set_robot_action_stats(robot_action_stats(feature_cache, episode_index, train_ids,
-                                                        p.samples.action_source))
+    model = build_world_model(kind, p, train_ds, train_ids, robots, feature_cache, episode_index, rla_model, seed)
     # baselines: the same total budget as RLA-WM + its autoencoder (after the data checks: they stop in seconds)
     steps = {} if kind == "rla_wm" else {"max_steps": baseline_steps(params, rla_params)}
     tcfg = trainer_config(p.trainer, run_name=f"world_model.{checkpoint_name or kind}", device=device,
