@@ -10,6 +10,11 @@ forever. So every ``kedro run`` first sweeps the tracking store for RUNNING runs
 gone (or whose pid now belongs to a newer process) and marks them KILLED (:func:`mark_dead_runs_killed`). A trainer
 child run that resumed from a checkpoint gets ``resumed_from_run_id``: the dead run it continues
 (:func:`link_resumed_runs`).
+
+Every model a node saves through ``TorchModelDataset`` is logged to the run and registered in the MLflow Model
+Registry as ``rla_pipeline.<dataset name>`` (:meth:`MlflowRunHook.after_dataset_saved`), its version tagged with
+the run's git commit, the node, a DVC-style md5 of each of the node's file inputs (:func:`input_hashes`) and the
+config hash of the trainer runs inside the node. ``RLA_REGISTER_MODELS=0`` turns that off.
 """
 from __future__ import annotations
 
@@ -176,6 +181,90 @@ def link_resumed_runs(parent_run_id: str, client=None) -> dict[str, str]:
     return links
 
 
+# ------------------------------------------------------------------------------------------ registered models
+REGISTER_ENV = "RLA_REGISTER_MODELS"  # read by rla_pipeline.datasets.mlflow_model too: "0" turns it off
+
+
+def _registration_on() -> bool:
+    return os.environ.get(REGISTER_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _local_path(dataset) -> Path | None:
+    """The local file/folder behind a catalog dataset (``path``, ``_filepath`` or ``_path``), None otherwise."""
+    if getattr(dataset, "_protocol", "file") not in ("file", "local", None):
+        return None
+    for attr in ("path", "_filepath", "_path"):
+        value = getattr(dataset, attr, None)
+        if isinstance(value, (str, os.PathLike)):
+            return Path(str(value))
+    return None
+
+
+def dvc_lock_md5s(root: Path) -> dict[str, str]:
+    """``{path: md5}`` of every dep/out in ``dvc.lock`` (paths relative to ``root``, as DVC writes them)."""
+    out: dict[str, str] = {}
+    for key, md5 in dvc_data_hashes(root).items():
+        out[key[len("dvc."):]] = md5
+    return out
+
+
+def input_hashes(node, catalog, root: Path) -> dict[str, str]:
+    """DVC-style hashes of what ``node`` read: ``input.<name>.md5`` = md5 of each input file (DVC's file hash,
+    computed now); an input folder gets the md5 ``dvc.lock`` records for it (``input.<name>.md5_from`` =
+    ``dvc.lock``; not recomputed: feature caches are large), none when it is not there; ``input.params.sha256``
+    over the parameters the node takes; ``inputs.md5`` over all of them (sorted ``name md5`` lines)."""
+    import hashlib
+
+    from rla_pipeline.utils.hashing import json_digest, sha256_file
+
+    tags: dict[str, str] = {}
+    params: dict[str, Any] = {}
+    lock = None
+    for name in sorted(node.inputs):
+        if name == "parameters" or name.startswith("params:"):
+            try:
+                params[name] = catalog.load(name)
+            except Exception:  # noqa: BLE001
+                pass
+            continue
+        path = _local_path(catalog.get(name))
+        if path is None:
+            continue
+        if path.is_file():
+            tags[f"input.{name}.md5"] = sha256_file(path, hashlib.md5())
+        elif path.is_dir():
+            lock = dvc_lock_md5s(root) if lock is None else lock
+            try:
+                rel = path.resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                continue
+            if rel in lock:
+                tags[f"input.{name}.md5"] = lock[rel]
+                tags[f"input.{name}.md5_from"] = "dvc.lock"
+    if params:
+        tags["input.params.sha256"] = json_digest(params, 16, default=str)
+    lines = sorted(f"{k} {v}" for k, v in tags.items() if k.endswith((".md5", ".sha256")))
+    if lines:
+        tags["inputs.md5"] = hashlib.md5("\n".join(lines).encode()).hexdigest()
+    return tags
+
+
+def trainer_runs_since(parent_run_id: str, since_ms: int, client=None) -> dict[str, str]:
+    """``training.run_ids`` and ``trainer.config_hash`` (the checkpoint reuse key) of the trainer child runs of
+    ``parent_run_id`` that started at or after ``since_ms`` (the node's start); {} when there are none."""
+    from mlflow import MlflowClient
+
+    client = client or MlflowClient(tracking_uri())
+    exp = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                                   f"attributes.start_time >= {int(since_ms)}")
+    runs = [r for r in runs if "trainer.config_hash" in r.data.tags]
+    if not runs:
+        return {}
+    return {"training.run_ids": ",".join(sorted(r.info.run_id for r in runs)),
+            "trainer.config_hash": ",".join(sorted({r.data.tags["trainer.config_hash"] for r in runs}))}
+
+
 class SeedHook:
     """Seeds python, numpy and torch before every node from the ``seed`` parameter and the node's name.
 
@@ -206,6 +295,10 @@ class MlflowRunHook:
     def __init__(self) -> None:
         self._run_id: str | None = None
         self._node_t0: dict[str, float] = {}
+        self._node_start_ms: dict[str, int] = {}
+        self._catalog = None
+        self._lineage: dict[str, str] = {}
+        self._root: Path | None = None
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -233,6 +326,8 @@ class MlflowRunHook:
             **process_tags(),
         }
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        self._root, self._catalog = root, catalog
+        self._lineage = {k: str(v) for k, v in tags.items() if k.startswith(("git.", "kedro."))}
         try:
             mark_dead_runs_killed(mlflow.MlflowClient(), detected_by=self._run_id)
         except Exception as exc:  # noqa: BLE001 - housekeeping must never stop a pipeline
@@ -247,8 +342,33 @@ class MlflowRunHook:
         logger.info("MLflow run %s at %s", self._run_id, mlflow.get_tracking_uri())
 
     @hook_impl
-    def before_node_run(self, node) -> None:
+    def before_node_run(self, node, catalog) -> None:
         self._node_t0[node.name] = time.perf_counter()
+        self._node_start_ms[node.name] = int(time.time() * 1000)
+        self._catalog = catalog  # the runner's catalog: the one that saves this node's outputs
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data, node) -> None:
+        """A model saved through a dataset with ``register_in_mlflow`` (``TorchModelDataset``): log it to this run
+        and register it, tagged with the run's lineage, the node's input hashes and its trainer runs. A failure
+        is logged, never raised: the model file is saved, the pipeline goes on."""
+        if self._run_id is None or self._catalog is None or not _registration_on():
+            return
+        try:
+            register = getattr(self._catalog.get(dataset_name), "register_in_mlflow", None)
+        except Exception:  # noqa: BLE001
+            register = None
+        if register is None:
+            return
+        try:
+            tags = {**self._lineage, "kedro.node": node.name,
+                    **input_hashes(node, self._catalog, self._root or project_root())}
+            since = self._node_start_ms.get(node.name)
+            if since is not None:
+                tags.update(trainer_runs_since(self._run_id, since))
+            register(dataset_name, tags)
+        except Exception as exc:  # noqa: BLE001 - registration must never stop a pipeline
+            logger.warning("could not register model %s in MLflow: %s", dataset_name, exc)
 
     @hook_impl
     def after_node_run(self, node) -> None:

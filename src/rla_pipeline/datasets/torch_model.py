@@ -8,6 +8,8 @@ rla_model:
   type: rla_pipeline.datasets.torch_model.TorchModelDataset
   filepath: data/06_models/rla.safetensors
 ```
+Inside ``kedro run`` every save is also registered in the MLflow Model Registry as ``rla_pipeline.<dataset name>``
+(``hooks.MlflowRunHook.after_dataset_saved`` -> :meth:`TorchModelDataset.register_in_mlflow`; docs/tracking.md).
 """
 from __future__ import annotations
 
@@ -42,6 +44,14 @@ class TorchModelDataset(AbstractDataset):
             return load_model(self.path)
         except ModelFileError as err:
             raise DatasetError(str(err)) from err
+
+    def register_in_mlflow(self, name: str, tags: dict[str, Any] | None = None):
+        """Log the saved file to the active MLflow run as a pyfunc model and register it as
+        ``rla_pipeline.<name>`` (:func:`rla_pipeline.datasets.mlflow_model.register_model_file`); the run hook
+        calls it after each save. None when ``RLA_REGISTER_MODELS=0`` or no run is active."""
+        from rla_pipeline.datasets.mlflow_model import register_model_file
+
+        return register_model_file(self.path, name, tags)
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
