@@ -96,7 +96,8 @@ def main(argv=None) -> int:
         if name != "bc":
             model = rla
             if name == "bc_rla_shuffled":
-                z_of = shuffled_z(trained_z(rla, cache, chunk), ids, task_of, seed=seed)
+                z_of = shuffled_z(trained_z(rla, cache, chunk), ids, task_of,
+                                  length_of=lambda e: cache.tokens(e).shape[0], seed=seed)
             elif name == "bc_rla_untrained":
                 model = untrained_like(rla, seed=seed)
                 z_of = trained_z(model, cache, chunk)

@@ -40,7 +40,7 @@ def test_shuffled_z_gives_each_episode_another_episode_of_its_task_at_its_own_le
     task_of = {"a0": "A", "a1": "A", "a2": "A", "b0": "B", "b1": "B", "c0": "C"}
     z_of = lambda e: torch.full((lengths[e], 2, 3), float(list(lengths).index(e))) + torch.arange(  # noqa: E731
         lengths[e]).view(-1, 1, 1) / 100
-    z = shuffled_z(z_of, list(lengths), task_of, seed=0)
+    z = shuffled_z(z_of, list(lengths), task_of, lengths.__getitem__, seed=0)
     for e in lengths:
         out = z(e)
         assert out.shape == z_of(e).shape
@@ -57,4 +57,4 @@ def test_shuffled_z_gives_each_episode_another_episode_of_its_task_at_its_own_le
         assert torch.equal(z(e)[:n], (zd if z.donor[e] != e else zd.flip(0))[:n])
         if len(zd) < lengths[e]:
             assert torch.equal(z(e)[n:], zd[-1:].expand(lengths[e] - n, 2, 3))
-    assert {e: z.donor[e] for e in lengths} == shuffled_z(z_of, list(lengths), task_of, seed=0).donor
+    assert {e: z.donor[e] for e in lengths} == shuffled_z(z_of, list(lengths), task_of, lengths.__getitem__, seed=0).donor

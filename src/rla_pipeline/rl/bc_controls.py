@@ -34,10 +34,11 @@ def untrained_like(rla, seed: int = 0):
 
 
 def shuffled_z(z_of: Callable[[str], torch.Tensor], episode_ids: Sequence[str], task_of: dict[str, str],
-               seed: int = 0) -> Callable[[str], torch.Tensor]:
+               length_of: Callable[[str], int], seed: int = 0) -> Callable[[str], torch.Tensor]:
     """z targets of ANOTHER episode of the same task (a fixed random derangement per task; with one episode in a
     task, that episode's z reversed in time), cut or padded (last row repeated) to the episode's own length: the
-    targets keep their marginal statistics but say nothing about this frame's future."""
+    targets keep their marginal statistics but say nothing about this frame's future. ``length_of``: an episode's
+    frame count (e.g. its cached tokens' first dimension), so only the donor's z is computed."""
     rng = np.random.default_rng(seed)
     donor: dict[str, str] = {}
     by_task: dict[str, list[str]] = {}
@@ -53,7 +54,7 @@ def shuffled_z(z_of: Callable[[str], torch.Tensor], episode_ids: Sequence[str], 
             donor[eids[j]] = eids[order[(i + shift) % len(eids)]]
 
     def z(eid: str) -> torch.Tensor:
-        own_len = z_of(eid).shape[0]
+        own_len = int(length_of(eid))
         d = donor[eid]
         zd = z_of(d)
         if d == eid:

@@ -29,8 +29,9 @@ from torch.utils.data import Dataset
 from rla_pipeline.episodes.format import episode_actions
 from rla_pipeline.models.policy import BCResNetConfig, BCResNetPolicy
 from rla_pipeline.rl.bc import (
-    BCLoss, ImageChunkDataset, latent_targets, resize_frames, select_episodes, shift_images,
+    BCLoss, ImageChunkDataset, resize_frames, select_episodes, shift_images,
 )
+from rla_pipeline.rl.bc_controls import trained_z
 from rla_pipeline.stages.common import (
     EpisodeChoiceConfig, action_dim_of, check_trainer_block, checkpoint_dir, trainer_config,
 )
@@ -236,8 +237,9 @@ def train_bc_policy(store, index: pd.DataFrame, tasks: Sequence[str], params, se
                     evaluation_params: dict | None = None, z_of=None):
     """BC-ResNet (``rla`` None) or BC+RLA (``rla`` + ``cache``). Returns (policy, history DataFrame).
 
-    ``z_of``: episode id -> its z targets (T, K, d); default the frozen ``rla``'s :func:`latent_targets` of the
-    episode's cached tokens. The controls of ``rl.bc_controls`` (shuffled z, an untrained RLA) pass their own.
+    ``z_of``: episode id -> its z targets (T, K, d); default the frozen ``rla``'s targets of the episode's cached
+    tokens (``rl.bc_controls.trained_z``). The controls of ``rl.bc_controls`` (shuffled z, an untrained RLA) pass
+    their own.
 
     ``actionless_bc.decoded_copies`` (on by default) needs ``cache`` and ``pixel_decoder``: labelled episodes are
     added again as the decoder's RGB of their cached tokens at the simulator camera's size
@@ -257,8 +259,7 @@ def train_bc_policy(store, index: pd.DataFrame, tasks: Sequence[str], params, se
     if with_latent:
         pconf = dataclasses.replace(pconf, latent_tokens=rla.config.latent_tokens, latent_dim=rla.config.latent_dim)
     if with_latent and z_of is None:
-        rla = rla.eval()
-        z_of = lambda eid: latent_targets(rla, cache.tokens(eid), h=pconf.chunk)  # noqa: E731
+        z_of = trained_z(rla, cache, pconf.chunk)
     elif not with_latent:
         z_of = None
     decoded_of, copies = None, ""
